@@ -1,0 +1,5 @@
+import sys
+
+from sailvl.cli import main
+
+sys.exit(main())

@@ -20,13 +20,15 @@ _BUCKET = r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]"
 _CLAIM = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
 _HF_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _PATH_TAIL = r"(/[^\s]*)?"
+# A path segment other than `..` (RE2, which Kubernetes uses, has no lookahead).
+_SAFE_SEGMENT = r"([^/\s.][^/\s]*|\.|\.[^/\s.][^/\s]*|\.\.[^/\s]+)?"
 URI_PATTERN = (
     r"^("
     rf"(s3|gs)://{_BUCKET}{_PATH_TAIL}"
     rf"|hf://{_HF_PART}/{_HF_PART}{_PATH_TAIL}"
-    rf"|pvc://{_CLAIM}(/[^\s]*)?"
+    rf"|pvc://{_CLAIM}(/{_SAFE_SEGMENT})*"
     r"|file:///?[^\s]+"
-    r"|synthetic://[a-z]+(\?[^\s]*)?"
+    rf"|synthetic://({'|'.join(SYNTHETIC_GENERATORS)})(\?[^\s]*)?"
     r"|[^:\s]+"
     r")$"
 )

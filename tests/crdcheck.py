@@ -44,7 +44,10 @@ def to_cel(value: Any, schema: dict[str, Any]) -> Any:
         if "properties" in schema:
             props = schema["properties"]
             return celtypes.MapType(
-                {celtypes.StringType(k): to_cel(v, props.get(k, {"x-kubernetes-preserve-unknown-fields": True})) for k, v in value.items()}
+                {
+                    celtypes.StringType(k): to_cel(v, props.get(k, {"x-kubernetes-preserve-unknown-fields": True}))
+                    for k, v in value.items()
+                }
             )
         if isinstance(schema.get("additionalProperties"), dict):
             sub = schema["additionalProperties"]
@@ -121,7 +124,11 @@ def rule_failures(schema: dict[str, Any], new: Any, old: Any = _MISSING, path: s
         if keys and isinstance(old, list):  # only map lists correlate items across an update
             old_by_key = {tuple(o.get(k) for k in keys): o for o in old if isinstance(o, dict)}
         for i, item in enumerate(new):
-            prior = old_by_key.get(tuple(item.get(k) for k in keys), _MISSING) if keys and isinstance(item, dict) else _MISSING
+            prior = (
+                old_by_key.get(tuple(item.get(k) for k in keys), _MISSING)
+                if keys and isinstance(item, dict)
+                else _MISSING
+            )
             failures += rule_failures(schema["items"], item, prior, f"{path}[{i}]")
     return failures
 
@@ -149,7 +156,9 @@ def list_type_failures(schema: dict[str, Any], value: Any, path: str = "") -> li
     elif isinstance(value, dict):
         props = schema.get("properties", {})
         for key, item in value.items():
-            sub = props.get(key) or (schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None)
+            sub = props.get(key) or (
+                schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None
+            )
             if sub:
                 failures += list_type_failures(sub, item, f"{path}.{key}")
     return failures

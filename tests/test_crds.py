@@ -87,7 +87,12 @@ def test_every_string_list_and_map_is_bounded(kind: str) -> None:
     for path, node in _walk(schema):
         if path == ".metadata" or node.get("x-kubernetes-int-or-string"):
             continue
-        if node.get("type") == "string" and "maxLength" not in node and "enum" not in node and path not in (".apiVersion", ".kind"):
+        if (
+            node.get("type") == "string"
+            and "maxLength" not in node
+            and "enum" not in node
+            and path not in (".apiVersion", ".kind")
+        ):
             unbounded.append(path)
         if node.get("type") == "array" and "maxItems" not in node:
             unbounded.append(path)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "sailvl.io"
 API_VERSION_NAME = "v1alpha1"
-API_VERSION = f"{API_GROUP}/{API_VERSION_NAME}"
+ApiVersion = Literal["sailvl.io/v1alpha1"]
+API_VERSION: ApiVersion = "sailvl.io/v1alpha1"
+assert f"{API_GROUP}/{API_VERSION_NAME}" == API_VERSION
 
 # Resource names become parts of child names (`<name>-train-a<attempt>`, `<name>-vllm-<model>`), which
 # Kubernetes caps at 63 characters: 40 leaves room for every suffix the operator appends.
@@ -128,8 +130,7 @@ def _serving_name(value: str) -> str:
 def _label_name(value: str) -> str:
     if len(value) > 63 or not _DNS1123_LABEL.match(value):
         raise ValueError(
-            "must be a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters); "
-            f"found {value!r}"
+            f"must be a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters); found {value!r}"
         )
     return value
 
@@ -137,9 +138,7 @@ def _label_name(value: str) -> str:
 ResourceName = Annotated[
     str,
     AfterValidator(_resource_name),
-    WithJsonSchema(
-        {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": DNS1035_PATTERN}
-    ),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": DNS1035_PATTERN}),
 ]
 """The name of a TrainStage, CurationRun or EvalSuite (DNS-1035, at most 40 characters)."""
 
@@ -159,7 +158,9 @@ LabelName = Annotated[
 ]
 
 # Kubernetes' own resource.Quantity grammar, as its OpenAPI publishes it.
-QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 
 

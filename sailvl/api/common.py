@@ -16,9 +16,11 @@ class ModelRef(ApiModel):
     """A model: the final checkpoint of a TrainStage, or a checkpoint at a URI. Exactly one of the two."""
 
     stage: ResourceName | None = None
-    """Name of a TrainStage in the same namespace; its `status.checkpoint.final` is used once it has Succeeded (the referring resource waits until then)."""
+    """Name of a TrainStage in the same namespace; its `status.checkpoint.final` is used once it has Succeeded (the
+    referring resource waits until then)."""
     uri: Uri | None = None
-    """URI of a Hugging Face-format InternVL checkpoint folder (s3://, gs://, hf://org/repo, pvc://claim/path or a local path)."""
+    """URI of a Hugging Face-format InternVL checkpoint folder (s3://, gs://, hf://org/repo, pvc://claim/path or a
+    local path)."""
 
     cel_rules = (CelRule("has(self.stage) != has(self.uri)", "exactly one of stage, uri must be set"),)
 
@@ -35,11 +37,14 @@ class DataRef(ApiModel):
     """A data set: the output of a CurationRun, or records at a URI. Exactly one of the two."""
 
     curation_run: ResourceName | None = None
-    """Name of a CurationRun in the same namespace; its output is used once it has Succeeded (the referring resource waits until then)."""
+    """Name of a CurationRun in the same namespace; its output is used once it has Succeeded (the referring resource
+    waits until then)."""
     uri: Uri | None = None
-    """URI of the records: a file, a folder of shards, or `synthetic://shapes?n=...&seed=...` (the built-in generator)."""
+    """URI of the records: a file, a folder of shards, or `synthetic://shapes?n=...&seed=...` (the built-in
+    generator)."""
     format: DataFormat | None = None
-    """Record format of `uri`: parquet, jsonl or webdataset. Required with `uri` except for synthetic://; a CurationRun's output is always parquet."""
+    """Record format of `uri`: parquet, jsonl or webdataset. Required with `uri` except for synthetic://; a
+    CurationRun's output is always parquet."""
     image_field: str | None = Field(default=None, min_length=1, max_length=253)
     """Field holding the encoded image bytes (or a list of them). Default: `image`."""
     text_field: str | None = Field(default=None, min_length=1, max_length=253)
@@ -86,9 +91,11 @@ class PodRuntime(ApiModel):
     memory: Quantity | None = None
     """Memory request and limit of each pod (a Kubernetes quantity such as `64Gi`)."""
     pod_template: dict[str, Any] | None = None
-    """A PodTemplateSpec fragment merged into every pod (metadata, nodeSelector, tolerations, affinity, env, envFrom, volumes, serviceAccountName, priorityClassName, imagePullSecrets ...): lists merge by name, scalars override."""
+    """A PodTemplateSpec fragment merged into every pod (metadata, nodeSelector, tolerations, affinity, env, envFrom,
+    volumes, serviceAccountName, priorityClassName, imagePullSecrets ...): lists merge by name, scalars override."""
     queue: str | None = Field(default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    """Kueue LocalQueue to admit the workload through: adds the `kueue.x-k8s.io/queue-name` label and creates the workload suspended until Kueue admits it."""
+    """Kueue LocalQueue to admit the workload through: adds the `kueue.x-k8s.io/queue-name` label and creates the
+    workload suspended until Kueue admits it."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Upper bound on the wall time of one attempt, in seconds; the attempt fails when it is exceeded."""
 
@@ -143,7 +150,7 @@ class Serving(ServingRuntime):
     """A vLLM server the operator brings up for the duration of a resource."""
 
     name: ServingName
-    """Name of the server (DNS-1035, at most 17 characters); also the served model name requests use and the suffix of `SAILVL_MODEL_URL_<NAME>`."""
+    """Name of the server (DNS-1035, at most 17 characters); also the served model name requests use and the suffix of
+    `SAILVL_MODEL_URL_<NAME>`."""
     model: ModelRef
     """The model to serve."""
-

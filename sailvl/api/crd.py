@@ -36,7 +36,7 @@ class _KubeSchema(GenerateJsonSchema):
             prop = out.get("properties", {}).get(info.alias or name)
             if info.default_factory is None or prop is None:
                 continue
-            value = info.default_factory()  # type: ignore[call-arg]
+            value = info.get_default(call_default_factory=True, validated_data={})
             if isinstance(value, BaseModel):
                 prop["default"] = {}  # the API server then fills in the nested defaults itself
             elif value:
@@ -75,7 +75,9 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], model: type[BaseModel] 
     for key, value in node.items():
         if key in _DROP or (key == "default" and value is None):
             continue
-        if key == "const":
+        if key == "description":
+            out[key] = " ".join(value.split())  # docstrings wrap across lines; descriptions read as one paragraph
+        elif key == "const":
             out["enum"] = [value]
         elif key in ("exclusiveMinimum", "exclusiveMaximum"):
             bound = "minimum" if key == "exclusiveMinimum" else "maximum"
@@ -104,7 +106,9 @@ _KEY_ORDER = ("description", "type", "format", "enum", "default", "minimum", "ex
 def _ordered(node: dict[str, Any]) -> dict[str, Any]:
     """Stable, readable key order: description and type first, rules and properties last."""
     first = [k for k in _KEY_ORDER if k in node]
-    last = [k for k in ("properties", "items", "additionalProperties", "required", "x-kubernetes-validations") if k in node]
+    last = [
+        k for k in ("properties", "items", "additionalProperties", "required", "x-kubernetes-validations") if k in node
+    ]
     middle = sorted(k for k in node if k not in first and k not in last)
     return {k: node[k] for k in [*first, *middle, *last]}
 

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from sailvl.api.base import (
     API_VERSION,
     ApiModel,
+    ApiVersion,
     CelRule,
     FieldError,
     LabelName,
@@ -275,7 +276,7 @@ class CurationRun(Resource):
     )
     IMMUTABLE_SPEC_FIELDS = ("input", "output", "steps")
 
-    api_version: Literal["sailvl.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    api_version: ApiVersion = Field(default=API_VERSION, alias="apiVersion")
     """The API version: sailvl.io/v1alpha1."""
     kind: Literal["CurationRun"] = "CurationRun"
     """CurationRun."""
@@ -292,4 +293,3 @@ class CurationRun(Resource):
             if serving.model.stage is not None:
                 refs.append(("TrainStage", serving.model.stage))
         return refs
-

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
-from sailvl.api.base import API_VERSION, ApiModel, CelRule, FieldError, no_repeats
+from sailvl.api.base import API_VERSION, ApiModel, ApiVersion, CelRule, FieldError, no_repeats
 from sailvl.api.benchmarks import BENCHMARKS, SYNTHETIC_BENCHMARKS
 from sailvl.api.common import ModelRef, PodRuntime, Serving, ServingRuntime
 from sailvl.api.meta import Resource, ResourceStatus
@@ -42,7 +42,8 @@ class EvalData(ApiModel):
     """Where the benchmark files are."""
 
     uri: Uri
-    """Folder of benchmark files in the VLMEvalKit TSV layout (`<benchmark>.tsv`), or `synthetic://shapes?...` for the shapes_* benchmarks."""
+    """Folder of benchmark files in the VLMEvalKit TSV layout (`<benchmark>.tsv`), or `synthetic://shapes?...` for the
+    shapes_* benchmarks."""
 
 
 class EvalWorkers(ApiModel):
@@ -69,7 +70,8 @@ class EvalSuiteSpec(ApiModel):
     benchmarks: Annotated[list[BenchmarkName], AfterValidator(no_repeats)] = Field(
         min_length=1, max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
-    """Registry names, e.g. MMBench_DEV_EN, OCRBench, POPE, or the synthetic shapes_caption, shapes_vqa, shapes_count, shapes_ocr, shapes_pope."""
+    """Registry names, e.g. MMBench_DEV_EN, OCRBench, POPE, or the synthetic shapes_caption, shapes_vqa, shapes_count,
+    shapes_ocr, shapes_pope."""
     overrides: dict[str, BenchmarkOverride] = Field(default_factory=dict, max_length=32)
     """Per-benchmark settings, keyed by a name listed in benchmarks."""
     data: EvalData
@@ -171,7 +173,7 @@ class EvalSuite(Resource):
     )
     IMMUTABLE_SPEC_FIELDS = ("model",)
 
-    api_version: Literal["sailvl.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    api_version: ApiVersion = Field(default=API_VERSION, alias="apiVersion")
     """The API version: sailvl.io/v1alpha1."""
     kind: Literal["EvalSuite"] = "EvalSuite"
     """EvalSuite."""

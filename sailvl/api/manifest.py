@@ -52,7 +52,9 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that reads numbers as YAML 1.2 does (`1e-4` is a float), like kubectl."""
 
 
-_FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+_FLOAT_12 = re.compile(
+    r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
+)
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
 
 
@@ -75,7 +77,7 @@ def parse_resource(doc: Any) -> Resource:
         issues.append(Issue("kind", f"expected one of {', '.join(KINDS)}; found {found}"))
     if issues:
         raise ManifestError(issues)
-    cls = KINDS[kind]
+    cls = KINDS[str(kind)]
     try:
         return cls.model_validate(doc)
     except ValidationError as exc:
@@ -93,7 +95,9 @@ def issues_from(exc: ValidationError, root: type[BaseModel]) -> list[Issue]:
             loc += _split_path(cause.field)
             message = cause.message
         elif err["type"] in ("value_error", "assertion_error"):
-            message = message.split(", ", 1)[1] if message.startswith(("Value error, ", "Assertion failed, ")) else message
+            message = (
+                message.split(", ", 1)[1] if message.startswith(("Value error, ", "Assertion failed, ")) else message
+            )
         elif err["type"] == "extra_forbidden":
             message = _unknown_field_message(root, loc)
         elif err["type"] == "missing":

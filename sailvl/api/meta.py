@@ -46,9 +46,11 @@ class ResourceStatus(ApiModel):
         max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """Valid, DependenciesReady, ModelsReady, Running, Succeeded, Failed, Suspended (Kubernetes condition conventions)."""
+    """Valid, DependenciesReady, ModelsReady, Running, Succeeded, Failed, Suspended (Kubernetes condition
+    conventions)."""
     phase: Phase | None = None
-    """One-word summary for `kubectl get`, derived from the conditions: Pending, Waiting, Running, Restarting, Succeeded, Failed or Suspended."""
+    """One-word summary for `kubectl get`, derived from the conditions: Pending, Waiting, Running, Restarting,
+    Succeeded, Failed or Suspended."""
     start_time: Timestamp | None = None
     """When the workload first started running."""
     completion_time: Timestamp | None = None
@@ -78,7 +80,8 @@ class Resource(ApiModel):
     cel_rules = (
         CelRule(
             "size(self.metadata.name) <= 40",
-            "metadata.name must be at most 40 characters: child objects append suffixes and Kubernetes caps names at 63",
+            "metadata.name must be at most 40 characters: child objects append suffixes "
+            "and Kubernetes caps names at 63",
             ".metadata.name",
         ),
         CelRule(

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from sailvl.api.base import API_VERSION, ApiModel, CelRule, FieldError, LabelName, exactly_one, no_repeats
+from sailvl.api.base import API_VERSION, ApiModel, ApiVersion, CelRule, FieldError, LabelName, exactly_one, no_repeats
 from sailvl.api.common import DataRef, ModelRef, Runtime
 from sailvl.api.meta import Resource, ResourceStatus
 from sailvl.api.uris import Uri
@@ -30,7 +30,9 @@ class ModelSpec(ApiModel):
     init: ModelRef | None = None
     """Start from these weights (a previous stage's final checkpoint or a URI); optimizer state is not carried over."""
     preset: Preset | None = None
-    """Architecture of a first stage: `tiny` (about 1M parameters, 224px tiles, CPU-sized) or `sail-vl-2b` (InternViT-300M-448px + MLP projector + Qwen2.5-1.5B). Random weights unless `vision`/`language` give component checkpoints."""
+    """Architecture of a first stage: `tiny` (about 1M parameters, 224px tiles, CPU-sized) or `sail-vl-2b`
+    (InternViT-300M-448px + MLP projector + Qwen2.5-1.5B). Random weights unless `vision`/`language` give component
+    checkpoints."""
     vision: ComponentCheckpoint | None = None
     """Vision tower checkpoint (InternViT) to start a `preset` from."""
     language: ComponentCheckpoint | None = None
@@ -38,7 +40,8 @@ class ModelSpec(ApiModel):
     max_tiles: int = Field(default=6, ge=1, le=64)
     """Most 448px (tileSize) tiles per image in dynamic-resolution tiling, thumbnail excluded."""
     tile_size: int = Field(default=448, ge=28, le=1792, multiple_of=28)
-    """Side of one tile in pixels; a multiple of 28 (patch 14 and 2x2 pixel shuffle). 448 for sail-vl-2b, 224 for tiny."""
+    """Side of one tile in pixels; a multiple of 28 (patch 14 and 2x2 pixel shuffle). 448 for sail-vl-2b, 224 for
+    tiny."""
 
     cel_rules = (
         CelRule("has(self.init) != has(self.preset)", "exactly one of init, preset must be set"),
@@ -79,7 +82,8 @@ class TrainData(ApiModel):
     )
     """Sources sampled by weight, in a deterministic, resumable order."""
     template: Template = "chat"
-    """How records are rendered: `caption` (image then caption; pretraining), `chat` (ChatML conversations; SFT) or `text` (text only)."""
+    """How records are rendered: `caption` (image then caption; pretraining), `chat` (ChatML conversations; SFT) or
+    `text` (text only)."""
     max_length: int = Field(default=4096, ge=64, le=131072)
     """Longest token sequence; longer samples are truncated."""
     packing: bool = False
@@ -376,7 +380,7 @@ class TrainStage(Resource):
         "checkpoint.uri",
     )
 
-    api_version: Literal["sailvl.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    api_version: ApiVersion = Field(default=API_VERSION, alias="apiVersion")
     """The API version: sailvl.io/v1alpha1."""
     kind: Literal["TrainStage"] = "TrainStage"
     """TrainStage."""

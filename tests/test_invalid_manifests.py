@@ -78,6 +78,14 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("trainable-unknown", T, {"spec.trainable": ["head"]}, "spec.trainable[0]", "'vision', 'projector' or 'language'"),
     ("trainable-repeated", T, {"spec.trainable": ["projector", "projector"]}, "spec.trainable[1]", "listed twice"),
     ("max-tiles-too-many", T, {"spec.model.maxTiles": 65}, "spec.model.maxTiles", "less than or equal to 64; found 65"),
+    (
+        "tile-size-with-init",
+        T,
+        {"spec.model": {"init": {"uri": "/ckpt"}, "tileSize": 448}},
+        "spec.model.tileSize",
+        "preset only",
+    ),
+    ("eval-max-tiles", E, {"spec.maxTiles": 0}, "spec.maxTiles", "greater than or equal to 1"),
     ("tile-size-not-28", T, {"spec.model.tileSize": 450}, "spec.model.tileSize", "multiple of 28"),
     (
         "uri-unknown-scheme",

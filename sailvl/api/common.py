@@ -19,8 +19,8 @@ class ModelRef(ApiModel):
     """Name of a TrainStage in the same namespace; its `status.checkpoint.final` is used once it has Succeeded (the
     referring resource waits until then)."""
     uri: Uri | None = None
-    """URI of a Hugging Face-format InternVL checkpoint folder (s3://, gs://, hf://org/repo, pvc://claim/path or a
-    local path)."""
+    """URI of a Hugging Face-format checkpoint folder (s3://, gs://, hf://org/repo, pvc://claim/path or a local
+    path): an InternVL model to train or evaluate, or any model vLLM serves for a judge."""
 
     cel_rules = (CelRule("has(self.stage) != has(self.uri)", "exactly one of stage, uri must be set"),)
 
@@ -46,11 +46,14 @@ class DataRef(ApiModel):
     """Record format of `uri`: parquet, jsonl or webdataset. Required with `uri` except for synthetic://; a
     CurationRun's output is always parquet."""
     image_field: str | None = Field(default=None, min_length=1, max_length=253)
-    """Field holding the encoded image bytes (or a list of them). Default: `image`."""
+    """Field holding the encoded image bytes (or a list of them); for webdataset, the member extension (e.g. `jpg`).
+    Default: `image` (webdataset: the first of jpg, jpeg, png, webp)."""
     text_field: str | None = Field(default=None, min_length=1, max_length=253)
-    """Field holding the alt text or caption. Default: `text`."""
+    """Field holding the alt text or caption; for webdataset, the member extension (e.g. `txt`). Default: `text`
+    (webdataset: `txt`)."""
     conversations_field: str | None = Field(default=None, min_length=1, max_length=253)
-    """Field holding `[{role, content}]` conversations with `<image>` placeholders. Default: `conversations`."""
+    """Field holding `[{role, content}]` conversations with `<image>` placeholders; for webdataset, the extension of
+    a JSON member. Default: `conversations` (webdataset: `json`)."""
 
     cel_rules = (
         CelRule("has(self.curationRun) != has(self.uri)", "exactly one of curationRun, uri must be set"),
@@ -91,8 +94,11 @@ class PodRuntime(ApiModel):
     memory: Quantity | None = None
     """Memory request and limit of each pod (a Kubernetes quantity such as `64Gi`)."""
     pod_template: dict[str, Any] | None = None
-    """A PodTemplateSpec fragment merged into every pod (metadata, nodeSelector, tolerations, affinity, env, envFrom,
-    volumes, serviceAccountName, priorityClassName, imagePullSecrets ...): lists merge by name, scalars override."""
+    """A PodTemplateSpec fragment (`metadata` and `spec`) merged into every pod the workload creates: labels and
+    annotations; nodeSelector, tolerations, affinity, volumes, serviceAccountName, priorityClassName,
+    imagePullSecrets, securityContext; and `spec.containers` entries matched by container name (the trainer's is
+    `pytorch`) to add env, envFrom, volumeMounts or resources such as RDMA devices. Lists of named items merge by
+    name, other scalars override."""
     queue: str | None = Field(default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     """Kueue LocalQueue to admit the workload through: adds the `kueue.x-k8s.io/queue-name` label and creates the
     workload suspended until Kueue admits it."""

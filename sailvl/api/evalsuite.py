@@ -76,6 +76,9 @@ class EvalSuiteSpec(ApiModel):
     """Per-benchmark settings, keyed by a name listed in benchmarks."""
     data: EvalData
     """Where the benchmark items come from."""
+    max_tiles: int = Field(default=6, ge=1, le=64)
+    """Most tiles per image in dynamic-resolution tiling, thumbnail excluded (overrides may raise it per benchmark,
+    e.g. for documents)."""
     judge: Serving | None = None
     """A served judge for open-ended answers (MMVet); without it those benchmarks fall back to rule-based scoring."""
     serving: ServingRuntime = Field(default_factory=ServingRuntime)

@@ -39,15 +39,20 @@ class ModelSpec(ApiModel):
     """Language model checkpoint (Qwen2) to start a `preset` from; its tokenizer gains the image tokens."""
     max_tiles: int = Field(default=6, ge=1, le=64)
     """Most 448px (tileSize) tiles per image in dynamic-resolution tiling, thumbnail excluded."""
-    tile_size: int = Field(default=448, ge=28, le=1792, multiple_of=28)
-    """Side of one tile in pixels; a multiple of 28 (patch 14 and 2x2 pixel shuffle). 448 for sail-vl-2b, 224 for
-    tiny."""
+    tile_size: int | None = Field(default=None, ge=28, le=1792, multiple_of=28)
+    """Side of one tile in pixels for a preset; a multiple of 28 (patch 14 and 2x2 pixel shuffle). Default: the
+    preset's own (448 for sail-vl-2b, 224 for tiny). A checkpoint given by init fixes its own tile size."""
 
     cel_rules = (
         CelRule("has(self.init) != has(self.preset)", "exactly one of init, preset must be set"),
         CelRule(
             "has(self.preset) || (!has(self.vision) && !has(self.language))",
             "vision and language component checkpoints apply to a preset only",
+        ),
+        CelRule(
+            "has(self.preset) || !has(self.tileSize)",
+            "tileSize applies to a preset only: a checkpoint fixes its own tile size",
+            ".tileSize",
         ),
     )
 
@@ -58,6 +63,11 @@ class ModelSpec(ApiModel):
             for field in ("vision", "language"):
                 if getattr(self, field) is not None:
                     raise FieldError(field, "a component checkpoint applies to a preset only; found it with init")
+            if self.tile_size is not None:
+                raise FieldError(
+                    "tileSize",
+                    f"applies to a preset only: a checkpoint fixes its own tile size; found {self.tile_size} with init",
+                )
         return self
 
 

@@ -20,7 +20,7 @@ def repo() -> Path:
 def committed_crds() -> dict[str, dict[str, Any]]:
     """Kind to the CRD committed under charts/sailvl/crds."""
     crds = {}
-    for path in sorted(CRD_DIR.glob("*.yaml")):
+    for path in sorted(CRD_DIR.glob("sailvl.io_*.yaml")):
         crd = yaml.safe_load(path.read_text())
         crds[crd["spec"]["names"]["kind"]] = crd
     return crds

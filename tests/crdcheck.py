@@ -89,7 +89,12 @@ def _closed(schema: Any) -> Any:
     return schema
 
 
+_IMPLICIT = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
+
+
 def schema_errors(schema: dict[str, Any], obj: Any) -> list[str]:
+    """Errors of `obj` against a CRD's openAPIV3Schema (apiVersion, kind and metadata are always allowed)."""
+    schema = {**schema, "properties": {**_IMPLICIT, **schema.get("properties", {})}}
     validator = Draft4Validator(_closed(schema))
     return [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in validator.iter_errors(obj)]
 

@@ -31,6 +31,13 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric("sailvl_resources", "gauge", ("kind", "phase"), "sailvl resources by phase.", "operator"),
     Metric(
+        "sailvl_resource_phase",
+        "gauge",
+        ("namespace", "kind", "name", "phase"),
+        "1 for the current phase of each resource (alerts name the resource).",
+        "operator",
+    ),
+    Metric(
         "sailvl_stage_progress_ratio",
         "gauge",
         ("namespace", "name"),

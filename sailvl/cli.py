@@ -1,14 +1,21 @@
 """`sailvl ...`: the command line. Each subcommand imports only what it needs, so `sailvl validate`
-starts fast and never loads torch."""
+starts fast and never loads torch.
+
+Subcommands of other layers live beside their code: each module named in `COMMAND_MODULES` has a
+`register(subparsers)` that adds its parsers and imports nothing heavy at module level.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sailvl import __version__
+
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -59,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folder's CRDs are stale")
     crds.add_argument("--stdout", action="store_true", help="print the CRDs as one YAML stream instead")
     crds.set_defaults(func=_crds)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -1,0 +1,115 @@
+"""The HTTP side of `sailvl serve`: OpenAI-compatible routes over an `Engine`, with vLLM's metric names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from sailvl.serve.engine import Engine
+from sailvl.serve.openai import RequestError, chat_response, models_response, parse_chat_request
+
+ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
+NAME: web.AppKey[str] = web.AppKey("name", str)
+METRICS: web.AppKey[ServeMetrics] = web.AppKey("metrics", object)  # type: ignore[arg-type]
+
+
+class ServeMetrics:
+    """The vLLM metrics the dashboards read, so a local server shows up like a vLLM one."""
+
+    def __init__(self, name: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["model_name"]
+        self.running = Gauge("vllm:num_requests_running", "Requests generating.", labels, registry=self.registry)
+        self.waiting = Gauge("vllm:num_requests_waiting", "Requests queued.", labels, registry=self.registry)
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens processed.", labels, registry=self.registry)
+        self.generation_tokens = Counter("vllm:generation_tokens", "Tokens generated.", labels, registry=self.registry)
+        self.latency = Histogram("vllm:e2e_request_latency_seconds", "Request latency.", labels, registry=self.registry)
+        self.name = name
+
+
+def build_app(engine: Engine, served_name: str) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[ENGINE], app[NAME], app[METRICS] = engine, served_name, ServeMetrics(served_name)
+    app.add_routes(
+        [
+            web.post("/v1/chat/completions", _chat),
+            web.get("/v1/models", _models),
+            web.get("/health", _health),
+            web.get("/metrics", _metrics),
+        ]
+    )
+    return app
+
+
+async def _chat(request: web.Request) -> web.Response:
+    engine, name, metrics = request.app[ENGINE], request.app[NAME], request.app[METRICS]
+    started = time.perf_counter()
+    try:
+        try:
+            body: Any = await request.json()
+        except json.JSONDecodeError as exc:
+            raise RequestError("body", f"not valid JSON: {exc}") from None
+        chat = parse_chat_request(body, default_max_tokens=min(512, engine.max_model_len))
+        if chat.model != name:
+            raise RequestError("model", f"this server serves {name!r}; found {chat.model!r}", status=404)
+    except RequestError as err:
+        return web.json_response(err.body(), status=err.status)
+    gauge_labels = metrics.waiting.labels(name)
+    gauge_labels.inc()
+    loop = asyncio.get_running_loop()
+    try:
+        completion = await loop.run_in_executor(
+            None,
+            lambda: _run(engine, chat, metrics),
+        )
+    except ValueError as err:  # a prompt that cannot be built: placeholders, images, length
+        return web.json_response(RequestError("messages", str(err)).body(), status=400)
+    finally:
+        gauge_labels.dec()
+    metrics.prompt_tokens.labels(name).inc(completion.prompt_tokens)
+    metrics.generation_tokens.labels(name).inc(completion.completion_tokens)
+    metrics.latency.labels(name).observe(time.perf_counter() - started)
+    return web.json_response(
+        chat_response(
+            model=name,
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
+    )
+
+
+def _run(engine: Engine, chat: Any, metrics: ServeMetrics) -> Any:
+    running = metrics.running.labels(metrics.name)
+    running.inc()
+    try:
+        return engine.complete(
+            chat.messages,
+            chat.images,
+            max_tokens=chat.max_tokens,
+            temperature=chat.temperature,
+            seed=chat.seed,
+            max_tiles=chat.max_tiles,
+        )
+    finally:
+        running.dec()
+
+
+async def _models(request: web.Request) -> web.Response:
+    return web.json_response(models_response(request.app[NAME], request.app[ENGINE].max_model_len))
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    payload = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})

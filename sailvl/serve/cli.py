@@ -1,0 +1,44 @@
+"""`sailvl serve --model PATH`: serve an exported checkpoint over the OpenAI API (the CPU stand-in for vLLM)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="serve a checkpoint over the OpenAI API on CPU (the local stand-in for vLLM)",
+        description="Serve an exported InternVL checkpoint: /v1/chat/completions (text and image_url data URIs), "
+        "/v1/models, /health and /metrics.",
+    )
+    parser.add_argument("--model", required=True, help="folder of an exported checkpoint (a stage's final/)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--served-model-name", help="name requests use (default: the folder's name)")
+    parser.add_argument("--max-model-len", type=int, help="longest prompt plus answer in tokens")
+    parser.add_argument("--max-tiles", type=int, help="tiles per image unless a request sets max_tiles")
+    parser.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from sailvl.model.checkpoint import ModelLoadError
+    from sailvl.serve.app import build_app
+    from sailvl.serve.engine import Engine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    folder = Path(args.model)
+    try:
+        engine = Engine(folder, max_model_len=args.max_model_len, max_tiles=args.max_tiles)
+    except (ModelLoadError, OSError) as err:
+        print(f"sailvl serve: cannot load --model {folder}: {err}", file=sys.stderr)
+        return 2
+    name = args.served_model_name or folder.name
+    web.run_app(build_app(engine, name), host=args.host, port=args.port, print=None, access_log=None)
+    return 0

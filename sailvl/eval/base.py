@@ -1,0 +1,97 @@
+"""The one interface every benchmark implements: which columns it reads, how it asks, how it grades one answer and
+how it turns the grades into its score.
+
+Grading is per item and may consult a judge (async); aggregation is pure. A score is on 0-100 so benchmarks can be
+averaged; the benchmark's own figures (MME's summed score, OCRBench's count, POPE's precision ...) travel beside it
+in `raw`, and anything that makes a score not comparable with published ones is stated in `limitations`.
+"""
+
+from __future__ import annotations
+
+import ast
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sailvl.eval.items import BenchmarkFileError, Item
+from sailvl.eval.judge import Judge
+
+SHORT_TOKENS = 128  # a letter, yes/no, a word or phrase
+LONG_TOKENS = 2048  # worked math and open-ended answers
+CAPTION_TOKENS = 512
+
+Grade = dict[str, Any]  # one item's grade, JSON-serialisable (kept beside its prediction for error analysis)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A benchmark's result: `score` on 0-100, the metric's name, the benchmark's own figures and caveats."""
+
+    score: float
+    metric: str
+    items: int
+    raw: dict[str, Any] = field(default_factory=dict)
+    limitations: tuple[str, ...] = ()
+
+
+class Benchmark(ABC):
+    """One benchmark: load its items with `columns`, ask `prompt`, `grade` each reply, `aggregate` the grades."""
+
+    columns: ClassVar[tuple[str, ...]] = ("question", "answer")
+    metric: ClassVar[str]
+    max_tokens: ClassVar[int] = SHORT_TOKENS
+    judged: ClassVar[bool] = False  # whether a configured judge changes how replies are read
+    transforms_images: ClassVar[bool] = False  # whether `images` does real work (then it runs off the event loop)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def check(self, item: Item, source: str) -> None:
+        """Raise BenchmarkFileError (naming source, row, column) if `item` cannot be scored; called at load time."""
+        return None  # most benchmarks need no more than their columns
+
+    @abstractmethod
+    def prompt(self, item: Item) -> str:
+        """The text the model is asked, beside the item's images."""
+
+    def images(self, item: Item) -> tuple[bytes, ...]:
+        """The images sent with the prompt (the item's own, unless the benchmark's model class alters them)."""
+        return item.images
+
+    @abstractmethod
+    async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
+        """How one reply fares; `judge` is None when the suite has none."""
+
+    @abstractmethod
+    def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
+        """The score over every item (`grades[i]` belongs to `items[i]`)."""
+
+
+def answer_list(item: Item, source: str, column: str = "answer") -> list[str]:
+    """The true answers of an item: a Python-style list of strings in the cell, or the cell itself."""
+    value = item[column]
+    if not (value.startswith("[") and value.endswith("]")):
+        return [value]
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        raise BenchmarkFileError(
+            source, f"starts with '[' but is not a list of answers: {value[:80]!r}", row=item.row, column=column
+        ) from None
+    if not isinstance(parsed, list) or not parsed:
+        raise BenchmarkFileError(source, f"expected a non-empty list of answers; found {value[:80]!r}", row=item.row)
+    return [str(x) for x in parsed]
+
+
+def need(item: Item, source: str, *columns: str) -> None:
+    for column in columns:
+        if item.get(column) is None:
+            raise BenchmarkFileError(source, "is missing (this benchmark needs it)", row=item.row, column=column)
+
+
+def percent(x: float) -> float:
+    return 100.0 * x

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from sailvl import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "sailvl.train.cli",
+    "sailvl.serve.cli",
+    "sailvl.curate.cli",
+    "sailvl.local.cli",
+    "sailvl.eval.cli",
+)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -43,6 +49,32 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace) -> int:
+    import os
+
+    import yaml
+
+    from sailvl.api.validation import report
+    from sailvl_operator.builders.render import render_paths
+    from sailvl_operator.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"sailvl render: {exc}", file=sys.stderr)
+        return 2
+    rendered = render_paths(args.paths, settings)
+    if rendered.validation is not None and not rendered.validation.ok:
+        print(report(rendered.validation), file=sys.stderr)
+        return 1
+    for note in rendered.notes:
+        print(f"# {note}", file=sys.stderr)
+    for error in rendered.errors:
+        print(error, file=sys.stderr)
+    sys.stdout.write(yaml.safe_dump_all(rendered.objects, sort_keys=False))
+    return 1 if rendered.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sailvl", description="The SAIL-VL recipe as Kubernetes-native software.")
     parser.add_argument("--version", action="version", version=f"sailvl {__version__}")
@@ -66,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folder's CRDs are stale")
     crds.add_argument("--stdout", action="store_true", help="print the CRDs as one YAML stream instead")
     crds.set_defaults(func=_crds)
+
+    render = sub.add_parser(
+        "render",
+        help="print the objects the operator would create for the resources in the files",
+        description="Print (YAML) every child the operator creates for the TrainStages in the files: the resolved "
+        "spec ConfigMap and the PyTorchJob or TrainJob of the first attempt. A reference to a stage or run in the "
+        "files is shown as the URI it will have; one outside them as a placeholder. Operator settings (image, "
+        "trainer metrics port, TrainJob runtime) come from the same SAILVL_* environment variables as the "
+        "operator's. Exit status 1 on any error.",
+    )
+    render.add_argument("paths", nargs="+", metavar="FILE|DIR", help="YAML/JSON files or folders of them")
+    render.set_defaults(func=_render)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)

@@ -132,6 +132,19 @@ def test_other_modes_are_converted_as_transformers_converts_them(mode: str) -> N
     assert np.array_equal(Tiler(tile_size=224, max_tiles=6)(image), peer)
 
 
+def test_an_rgb_colour_key_is_transparency_too() -> None:
+    image = Image.fromarray(
+        np.where(np.arange(300)[:, None, None] % 2, 30, 200).repeat(400, 1).repeat(3, 2).astype(np.uint8)
+    )
+    image.info["transparency"] = (30, 30, 30)  # as a PNG tRNS chunk loads: every other row is transparent
+    peer = np.stack(_peer(224, 6)(image)["pixel_values"])
+    ours = Tiler(tile_size=224, max_tiles=6)(image)
+    assert np.array_equal(ours, peer)
+    assert not np.array_equal(
+        ours, Tiler(tile_size=224, max_tiles=6)(Image.fromarray(np.asarray(image)))
+    )  # the key counts
+
+
 def test_min_tiles_matches_transformers() -> None:
     image = _image(300, 200, seed=1)
     peer = _peer(224, 8, min_tiles=4)(image)

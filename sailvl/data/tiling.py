@@ -99,13 +99,11 @@ def to_rgb(image: Image.Image | np.ndarray) -> Image.Image:
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise TilingError(f"expected a PIL image or a uint8 array; found {type(image).__name__}")
-    if image.mode == "RGB":
-        return image
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
+    if "A" in image.getbands() or image.info.get("transparency") is not None:  # a palette or RGB colour key too
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ def _readme_commands() -> list[str]:
 def test_readme_opens_with_two_commands() -> None:
     setup, tests = _readme_commands()
     assert "pip install torch==2.13.0" in setup and setup.index("torch==2.13.0") < setup.index("pip install -e")
-    assert "sailvl validate examples/sail-vl-2b/" in setup
+    assert ".venv/bin/sailvl run examples/quickstart" in setup and "sailvl report" in setup
     assert tests == ".venv/bin/python -m pytest"
 
 

@@ -44,6 +44,11 @@ REASON_RESTARTS_EXHAUSTED = "RestartsExhausted"
 REASON_LOSS_NOT_FINITE = "LossNotFinite"
 REASON_SUSPENDED = "SuspendedByUser"
 REASON_RESUMED = "Resumed"
+REASON_QUEUED = "Queued"  # the job waits for Kueue to admit it (it is suspended until then)
+REASON_METRICS_UNAVAILABLE = "MetricsUnavailable"  # running, but rank 0's metrics could not be read
+REASON_PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"  # no step for progressDeadlineSeconds
+REASON_SPEC_REJECTED = "SpecRejected"  # the trainer refused its spec (exit code 2); never retried
+REASON_RETRY_REQUESTED = "RetryRequested"  # a new sailvl.io/retry token on a Failed resource
 
 
 class Condition(ApiModel):

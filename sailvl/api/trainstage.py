@@ -6,7 +6,17 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from sailvl.api.base import API_VERSION, ApiModel, ApiVersion, CelRule, FieldError, LabelName, exactly_one, no_repeats
+from sailvl.api.base import (
+    API_VERSION,
+    ApiModel,
+    ApiVersion,
+    CelRule,
+    FieldError,
+    LabelName,
+    Timestamp,
+    exactly_one,
+    no_repeats,
+)
 from sailvl.api.common import DataRef, ModelRef, Runtime
 from sailvl.api.meta import Resource, ResourceStatus
 from sailvl.api.uris import Uri
@@ -271,6 +281,9 @@ class TrainStageSpec(ApiModel):
     """Whole-gang restarts from the latest checkpoint after a failure before the stage is Failed."""
     suspend: bool = False
     """true stops the running job and keeps the checkpoints; false resumes from the latest one."""
+    progress_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Seconds the training step may go without advancing (as rank 0's metrics report it) before the attempt is
+    treated as failed and the gang restarted from the latest checkpoint. Unset: no deadline."""
 
     cel_rules = (
         CelRule(
@@ -337,6 +350,8 @@ class TrainProgress(ApiModel):
     """Recent throughput over the whole gang."""
     eta: str | None = Field(default=None, max_length=64)
     """Estimated time remaining (e.g. 3h12m)."""
+    last_advance_time: Timestamp | None = None
+    """When the step last advanced (RFC 3339); progressDeadlineSeconds counts from it."""
 
 
 class CheckpointStatus(ApiModel):
@@ -361,6 +376,9 @@ class TrainStageStatus(ResourceStatus):
     """Training progress."""
     checkpoint: CheckpointStatus | None = None
     """Checkpoints written."""
+    retry_token: str | None = Field(default=None, max_length=256)
+    """The `sailvl.io/retry` annotation value last seen; setting the annotation to a new value retries a Failed
+    stage as a new attempt."""
 
 
 class TrainStage(Resource):

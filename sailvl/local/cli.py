@@ -20,7 +20,13 @@ def register(sub: Any) -> None:
     run.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or folders")
     run.add_argument("--workdir", default=DEFAULT_WORKDIR, help="status, logs and outputs (default: %(default)s)")
     run.add_argument("--pvc-root", help="folder that pvc://<claim>/<path> maps into (default: WORKDIR/pvc)")
-    run.add_argument("--scale", type=float, default=1.0, help="multiply every TrainStage budget (default: 1)")
+    run.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every TrainStage budget and the record count of synthetic:// curation and evaluation "
+        "inputs: a smoke test of a recipe without editing it (default: 1)",
+    )
     run.add_argument("--jobs", type=int, default=2, help="resources run side by side at most (default: %(default)s)")
     run.set_defaults(func=_run)
 

@@ -1,12 +1,14 @@
 """Child processes of a local run: started in their own process group with a log file, stopped cleanly.
 
 Ctrl-C reaches only the runner (children get their own session), which then stops every child: SIGTERM to its
-group, SIGKILL after a grace period. Nothing is left running, and nothing is reported as finished that was not.
+group, SIGKILL after a grace period. If the runner itself is killed, Linux sends each child SIGTERM (the parent
+death signal), so no orphan keeps writing checkpoints that a rerun would then race with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import socket
@@ -16,6 +18,15 @@ from pathlib import Path
 
 SAILVL = (sys.executable, "-m", "sailvl")
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: receive SIGTERM when the runner dies (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -44,6 +55,7 @@ class Child:
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, **self.env},
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         return self
 

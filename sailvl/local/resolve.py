@@ -49,12 +49,16 @@ def resolve(resource: Resource, outputs: Outputs, *, pvc_root: Path, scale: floa
             spec["budget"] = _scaled(spec["budget"], scale)
     elif resource.kind == "CurationRun":
         _resolve_data_ref(spec["input"], outputs, resource)
+        if scale != 1.0:
+            spec["input"]["uri"] = scaled_synthetic(spec["input"]["uri"], scale)
         for serving in spec.get("models", []):
             _resolve_model_ref(serving, "model", outputs, resource)
     elif resource.kind == "EvalSuite":
         _resolve_model_ref(spec, "model", outputs, resource)
         if "judge" in spec:
             _resolve_model_ref(spec["judge"], "model", outputs, resource)
+        if scale != 1.0:
+            spec["data"]["uri"] = scaled_synthetic(spec["data"]["uri"], scale)
     _map_uris(spec, pvc_root)
     return parse_resource(doc)
 
@@ -76,6 +80,26 @@ def _resolve_data_ref(ref: dict[str, Any], outputs: Outputs, resource: Resource)
     if run not in outputs.datasets:
         raise ResolveError(f"{resource.kind}/{resource.name}: CurationRun/{run} has no output yet")
     ref.update(uri=outputs.datasets[run], format="parquet")
+
+
+MIN_SCALED_RECORDS = 8
+
+
+def scaled_synthetic(uri: str, scale: float) -> str:
+    """A `synthetic://` input with `n` multiplied by `scale` (at least 8 records); other URIs unchanged.
+
+    What a TrainStage's budget is to training, the number of records is to curation and evaluation: scaling both
+    shrinks a recipe to a smoke test without editing it.
+    """
+    if not uri.startswith("synthetic://"):
+        return uri
+    from urllib.parse import parse_qsl, urlencode
+
+    base, _, query = uri.partition("?")
+    params = dict(parse_qsl(query))
+    n = int(params.get("n", "1024"))
+    params["n"] = str(max(MIN_SCALED_RECORDS, math.ceil(n * scale)))
+    return f"{base}?{urlencode(params)}"
 
 
 def _scaled(budget: dict[str, Any], scale: float) -> dict[str, Any]:

@@ -1,0 +1,5 @@
+import sys
+
+from sailvl_operator.main import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""kopf registrations: which events reach which reconcile. Built per operator (`build_registry`), so the
+intervals come from settings and tests can run an operator with their own.
+
+Level-based throughout: create, update and resume handlers converge a stage; a timer re-converges it (and
+catches anything a missed event would have told); watch events of jobs and of the resources stages wait for
+wake the stages concerned at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+
+from sailvl.api import API_GROUP, API_VERSION
+from sailvl.api import conditions as c
+from sailvl_operator.builders.meta import KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL
+from sailvl_operator.controller import COMPONENT, Controller
+from sailvl_operator.k8s import ApiError, KubeClient
+from sailvl_operator.metrics import OperatorMetrics
+from sailvl_operator.settings import Settings
+from sailvl_operator.stages import KIND, key, note_phase, observe_gauges, reconcile_stage, references, refresh_progress
+
+logger = logging.getLogger(__name__)
+VERSION = API_VERSION.split("/")[1]
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+KOPF_PREFIX = f"operator.{API_GROUP}"
+
+
+def connect(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """In a pod, the service account; elsewhere the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service account token and no kubeconfig (set KUBECONFIG) to reach the cluster")
+    return info
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    # Handler state in annotations: our CRDs are structural, so a real API server prunes kopf's default
+    # `status.kopf` field. Not under `sailvl.io/`: kopf ignores changes to its storages' prefixes, and a new
+    # `sailvl.io/retry` annotation must reach the update handler.
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
+    )
+    kopf_settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    # A watch that delivers nothing for this long is presumed dead and restarted (kopf >= 1.44).
+    kopf_settings.watching.inactivity_timeout = settings.watch_inactivity_timeout
+    kopf_settings.posting.reporting_component = COMPONENT
+    kopf_settings.posting.level = logging.WARNING
+
+
+def _condition(body: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return next((x for x in conditions if isinstance(x, Mapping) and x.get("type") == type_), {})
+
+
+def _ns(namespace: str | None) -> str:
+    assert namespace is not None, "sailvl resources and their jobs are namespaced"
+    return namespace
+
+
+def needs_timer(body: kopf.Body, **_: Any) -> bool:
+    """Everything but a finished stage (one whose dependency failed is re-checked: it may be retried)."""
+    if (body.get("status") or {}).get("phase") == "Succeeded":
+        return False
+    failed = _condition(body, c.FAILED)
+    return not (failed.get("status") == "True" and failed.get("reason") != c.REASON_DEPENDENCY_FAILED)
+
+
+def is_running(body: kopf.Body, **_: Any) -> bool:
+    return (body.get("status") or {}).get("phase") == "Running"
+
+
+def jittered(interval: float) -> Callable[..., float]:
+    """A first delay spread over 0.5-1.5 intervals, so the timers of many stages do not all fire at once."""
+
+    def delay(**_: Any) -> float:
+        return random.uniform(0.5, 1.5) * interval
+
+    return delay
+
+
+def build_registry(
+    settings: Settings, metrics: OperatorMetrics | None = None
+) -> tuple[kopf.OperatorRegistry, Controller]:
+    """The handlers of one operator, and the controller state they share."""
+    registry = kopf.OperatorRegistry()
+    kopf_state: dict[str, kopf.OperatorSettings] = {}
+
+    def credentials() -> kopf.ConnectionInfo:
+        return connect(kopf_state["settings"])
+
+    ctl = Controller(settings=settings, client=KubeClient(credentials), metrics=metrics or OperatorMetrics())
+    register_lifecycle(registry, ctl, kopf_state)
+    register_trainstages(registry, ctl)
+    register_watches(registry, ctl)
+    return registry, ctl
+
+
+def register_lifecycle(
+    registry: kopf.OperatorRegistry, ctl: Controller, kopf_state: dict[str, kopf.OperatorSettings]
+) -> None:
+    @kopf.on.startup(id="configure", registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        kopf_state["settings"] = settings
+        configure_kopf(settings, ctl.settings)
+
+    @kopf.on.login(id="login", registry=registry)
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        kopf_state["settings"] = settings
+        return connect(settings)
+
+    @kopf.on.cleanup(id="cleanup", registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await ctl.drain()
+        await ctl.client.close()
+
+
+def register_trainstages(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
+    """Converge a stage when it appears, changes or the operator starts, and again on a timer."""
+    stages = (API_GROUP, VERSION, "trainstages")
+    settings = ctl.settings
+
+    @kopf.on.resume(*stages, id="converge", registry=registry)
+    @kopf.on.create(*stages, id="converge", registry=registry)
+    @kopf.on.update(*stages, id="converge", registry=registry)
+    async def converge(namespace: str | None, name: str, **_: Any) -> None:
+        try:
+            plan = await reconcile_stage(ctl, _ns(namespace), name)
+        except ApiError as exc:
+            raise kopf.TemporaryError(f"the API refused a request: {exc}", delay=10) from exc
+        if plan is not None and plan.result == "invalid":
+            raise kopf.PermanentError(f"invalid spec: {plan.message}")
+        # Waiting for a dependency is a state (DependenciesReady=False), not a handler failure: the
+        # dependency's own events wake this stage, and the timer re-checks it.
+
+    @kopf.timer(
+        *stages,
+        id="reconverge",
+        interval=settings.timer_interval,
+        initial_delay=jittered(settings.timer_interval),
+        when=needs_timer,
+        registry=registry,
+    )
+    async def reconverge(namespace: str | None, name: str, **_: Any) -> None:
+        try:
+            await reconcile_stage(ctl, _ns(namespace), name)
+        except ApiError as exc:  # the next tick tries again
+            logger.warning("periodic reconcile of TrainStage %s/%s failed: %s", namespace, name, exc)
+
+    @kopf.timer(*stages, id="progress", interval=settings.progress_interval, when=is_running, registry=registry)
+    async def progress(namespace: str | None, name: str, **_: Any) -> None:
+        try:
+            await refresh_progress(ctl, _ns(namespace), name)
+        except ApiError as exc:
+            logger.warning("progress of TrainStage %s/%s not refreshed: %s", namespace, name, exc)
+
+
+def register_watches(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
+    """Watch events: keep the caches and metrics current, and wake the stages an event concerns."""
+
+    @kopf.on.event(API_GROUP, VERSION, "trainstages", id="stage-event", registry=registry)
+    async def stage_event(event: kopf.RawEvent, type: str, namespace: str | None, name: str, **_: Any) -> None:
+        namespace = _ns(namespace)
+        ctl.metrics.last_event.labels(kind=KIND).set(time.time())
+        if type == "DELETED":
+            ctl.forget(key(namespace, name))
+            ctl.metrics.observe_phase(KIND, namespace, name, None)
+            ctl.metrics.forget_stage(namespace, name)
+            return
+        raw = event["object"]
+        ctl.remember(key(namespace, name), raw)
+        found = (raw.get("metadata") or {}).get("generation")
+        generation = found if isinstance(found, int) else None
+        if ctl.tracked_generation(key(namespace, name)) != generation:  # references change with the spec only
+            refs = [(kind, namespace, ref) for kind, ref in references(raw)]
+            ctl.track(key(namespace, name), refs, generation=generation)
+        status = raw.get("status") or {}
+        ctl.metrics.observe_phase(KIND, namespace, name, status.get("phase"))
+        observe_gauges(ctl, namespace, name, status)
+        note_phase(ctl, key(namespace, name), status.get("phase"))
+
+    @kopf.on.event(API_GROUP, VERSION, "curationruns", id="curation-event", registry=registry)
+    async def curation_event(event: kopf.RawEvent, type: str, namespace: str | None, name: str, **_: Any) -> None:
+        namespace = _ns(namespace)
+        ctl.metrics.last_event.labels(kind="CurationRun").set(time.time())
+        run = ("CurationRun", namespace, name)
+        if type == "DELETED":
+            ctl.forget(run)
+            return
+        ctl.remember(run, event["object"])
+        note_phase(ctl, run, (event["object"].get("status") or {}).get("phase"))
+
+    async def job_event(job_kind: str, event: kopf.RawEvent, type: str, namespace: str) -> None:
+        ctl.metrics.last_event.labels(kind=job_kind).set(time.time())
+        labels = (event["object"].get("metadata") or {}).get("labels") or {}
+        if type not in ("MODIFIED", "DELETED") or labels.get(KIND_LABEL) != KIND or not labels.get(NAME_LABEL):
+            return  # our own creations need no reaction; the resume handlers cover the initial listing
+        owner = labels[NAME_LABEL]
+        ctl.schedule(key(namespace, owner), functools.partial(reconcile_stage, ctl, namespace, owner))
+
+    @kopf.on.event("kubeflow.org", "v1", "pytorchjobs", id="job-event", labels=MANAGED, registry=registry)
+    async def pytorchjob_event(event: kopf.RawEvent, type: str, namespace: str | None, **_: Any) -> None:
+        await job_event("PyTorchJob", event, type, _ns(namespace))
+
+    @kopf.on.event("trainer.kubeflow.org", "v1alpha1", "trainjobs", id="job-event", labels=MANAGED, registry=registry)
+    async def trainjob_event(event: kopf.RawEvent, type: str, namespace: str | None, **_: Any) -> None:
+        await job_event("TrainJob", event, type, _ns(namespace))

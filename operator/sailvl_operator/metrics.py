@@ -1,0 +1,71 @@
+"""The operator's Prometheus metrics (DESIGN §4), named and described by the registry in sailvl.api.metrics.
+
+One `OperatorMetrics` per operator, on its own registry, so tests can run several operators in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter as Tally
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from sailvl.api.metrics import by_name
+
+
+def _help(name: str) -> str:
+    return by_name(name).help
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        # prometheus_client appends `_total` to counters; the registry names them as exposed.
+        self.reconciles = Counter(
+            "sailvl_operator_reconcile", _help("sailvl_operator_reconcile_total"), ["kind", "result"], registry=r
+        )
+        self.reconcile_seconds = Histogram(
+            "sailvl_operator_reconcile_duration_seconds",
+            _help("sailvl_operator_reconcile_duration_seconds"),
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.resources = Gauge("sailvl_resources", _help("sailvl_resources"), ["kind", "phase"], registry=r)
+        self.progress = Gauge(
+            "sailvl_stage_progress_ratio", _help("sailvl_stage_progress_ratio"), ["namespace", "name"], registry=r
+        )
+        self.loss = Gauge("sailvl_stage_loss", _help("sailvl_stage_loss"), ["namespace", "name"], registry=r)
+        self.restarts = Counter(
+            "sailvl_job_restarts", _help("sailvl_job_restarts_total"), ["namespace", "name"], registry=r
+        )
+        self.last_event = Gauge(
+            "sailvl_operator_watch_last_event_timestamp_seconds",
+            _help("sailvl_operator_watch_last_event_timestamp_seconds"),
+            ["kind"],
+            registry=r,
+        )
+        self._phases: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> phase
+
+    def observe_phase(self, kind: str, namespace: str, name: str, phase: str | None) -> None:
+        """Track one resource's phase (None: it is gone) and refresh the `sailvl_resources` gauge of its kind."""
+        key = (kind, namespace, name)
+        if phase is None:
+            self._phases.pop(key, None)
+        else:
+            self._phases[key] = phase
+        counts = Tally(p for (k, _, _), p in self._phases.items() if k == kind)
+        for phase_name in ("Pending", "Waiting", "Running", "Restarting", "Succeeded", "Failed", "Suspended"):
+            self.resources.labels(kind=kind, phase=phase_name).set(counts.get(phase_name, 0))
+
+    def forget_stage(self, namespace: str, name: str) -> None:
+        for gauge in (self.progress, self.loss):
+            with contextlib.suppress(KeyError):  # never set for this stage
+                gauge.remove(namespace, name)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> WSGIServer:
+        """Serve /metrics in a thread; the returned server's `shutdown()` stops it."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server

@@ -276,3 +276,57 @@ def test_checkov_finds_nothing_unexplained(variant: str, tmp_path: Path) -> None
     for skipped in report["results"]["skipped_checks"]:
         assert skipped["check_id"] in {"CKV_K8S_43", "CKV_K8S_38", "CKV_K8S_15"}
         assert len(skipped["check_result"].get("suppress_comment", "")) > 20, "every skip carries its reason"
+
+
+# --- RBAC and settings follow the operator's own declarations ----------------------------------------------
+
+
+def _triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+def _declared(scope: str | None = None) -> set[tuple[str, str, str]]:
+    from sailvl_operator.k8s import PERMISSIONS
+
+    return {(p.api_group, p.resource, v) for p in PERMISSIONS if scope in (None, p.scope) for v in p.verbs}
+
+
+def test_rbac_rules_file_is_generated_from_the_permission_table() -> None:
+    from sailvl_operator.rbac import render as render_rules
+
+    assert (CHART / "files" / "rbac-rules.yaml").read_text() == render_rules(), "run python -m sailvl_operator.rbac"
+
+
+def test_cluster_role_grants_exactly_what_the_operator_declares() -> None:
+    objects = render()
+    (role,) = [o for o in objects if o["kind"] == "ClusterRole"]
+    assert _triples(role["rules"]) == _declared()
+    assert not [o for o in objects if o["kind"] == "Role"]
+    (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    assert (
+        binding["subjects"][0]["name"] == next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
+    )
+
+
+def test_watched_namespaces_get_roles_and_a_small_cluster_role() -> None:
+    objects = render("--set", "watchNamespaces={research,production}")
+    roles = [o for o in objects if o["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["production", "research"]
+    for role in roles:
+        assert _triples(role["rules"]) == _declared("namespace")
+    (cluster_role,) = [o for o in objects if o["kind"] == "ClusterRole"]
+    assert _triples(cluster_role["rules"]) == _declared("cluster")
+    assert len([o for o in objects if o["kind"] == "RoleBinding"]) == 2
+
+
+def test_every_operator_variable_the_chart_sets_is_a_setting() -> None:
+    import dataclasses
+
+    from sailvl_operator.settings import Settings
+
+    known = {f.metadata["env"] for f in dataclasses.fields(Settings)} | {"POD_ID"}
+    deployment = next(o for o in render("-f", str(ALL_ON)) if o["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert set(env) <= known
+    assert env["SAILVL_WATCH_NAMESPACES"] == "research,production"
+    Settings.from_env({k: v for k, v in env.items() if v is not None})  # the operator accepts every value

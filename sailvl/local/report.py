@@ -117,7 +117,7 @@ def _plot_losses(path: Path, stages: list[tuple[State, TrainStageStatus, float |
         log = state.folder / "progress.jsonl"
         if log.exists():
             points = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-            points = [p for p in points if p.get("loss") is not None]
+            points = [p for p in points if p.get("loss") is not None and p.get("step", 0) > 0]
             if points:
                 curves.append((state.name, points))
     if not curves:

@@ -100,7 +100,7 @@ class TrainRun(ResourceRun):
             tokens_per_second=rate,
         )
         previous = self.status.progress
-        if previous is None or previous.step != step:
+        if step > 0 and (previous is None or previous.step != step):  # step 0: no loss measured yet
             with (self.state.folder / "progress.jsonl").open("a") as log:
                 log.write(
                     json.dumps({"time": time.time(), "step": step, "loss": loss, "tokens": progress.tokens}) + "\n"

@@ -33,7 +33,7 @@ def test_images_run_as_non_root(dockerfile: Path) -> None:
 
 def test_operator_extra_has_no_ml_framework() -> None:
     names = set(closure("sailvl", ("operator",)))
-    assert {"kopf", "kubernetes", "prometheus-client", "pydantic"} <= names
+    assert {"kopf", "aiohttp", "prometheus-client", "pydantic"} <= names
     assert not names & {"torch", "transformers", "deepspeed", "vllm", "numpy", "tokenizers"}
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from sailvl.train.cli import main
+
+sys.exit(main())

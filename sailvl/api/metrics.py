@@ -70,7 +70,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("sailvl_train_tokens_per_second", "gauge", (), "Recent throughput of the whole gang.", "trainer"),
     Metric("sailvl_train_mfu_ratio", "gauge", (), "Model FLOPs utilisation (0-1).", "trainer"),
     Metric("sailvl_train_lr", "gauge", (), "Current learning rate.", "trainer"),
-    Metric("sailvl_train_grad_norm", "gauge", (), "Global gradient norm of the latest step, before clipping.", "trainer"),
+    Metric(
+        "sailvl_train_grad_norm", "gauge", (), "Global gradient norm of the latest step, before clipping.", "trainer"
+    ),
     # Curation workers.
     Metric(
         "sailvl_curate_records_total",

@@ -38,10 +38,11 @@ class RunContext:
     workdir: Path
     pvc_root: Path
     scale: float
-    threads: int
+    cores: int  # CPU cores shared by the children
     outputs: Outputs
     stop: asyncio.Event
     live: dict[tuple[str, str], Live] = field(default_factory=dict)
+    busy: int = 0  # resources running now
     session: aiohttp.ClientSession | None = None
 
 
@@ -140,7 +141,9 @@ class ResourceRun:
     # --- children ----------------------------------------------------------------------------------------
 
     def env(self, **extra: str) -> dict[str, str]:
-        threads = str(self.ctx.threads)
+        # Split the cores between the resources running when this child starts: a stage alone on the critical path
+        # gets them all, two side by side share them.
+        threads = str(max(1, self.ctx.cores // max(1, self.ctx.busy)))
         return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1", **extra}
 
     async def start(self, name: str, argv: list[str], **env: str) -> Child:

@@ -44,7 +44,7 @@ def run(paths: Sequence[str], *, workdir: Path, pvc_root: Path | None, scale: fl
         workdir=workdir,
         pvc_root=(pvc_root or workdir / "pvc").resolve(),
         scale=scale,
-        threads=max(1, cpu_count() // max(1, jobs)),
+        cores=cpu_count(),
         outputs=Outputs(checkpoints={}, datasets={}),
         stop=asyncio.Event(),
     )
@@ -75,7 +75,11 @@ async def _run_graph(graph: Graph, ctx: RunContext, jobs: int) -> int:
                 ok[key] = False
                 return
             async with slots:
-                ok[key] = await runs[key].run() if not ctx.stop.is_set() else False
+                ctx.busy += 1
+                try:
+                    ok[key] = await runs[key].run() if not ctx.stop.is_set() else False
+                finally:
+                    ctx.busy -= 1
         finally:
             finished[key].set()
 

@@ -102,11 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser(
         "render",
         help="print the objects the operator would create for the resources in the files",
-        description="Print (YAML) every child the operator creates for the TrainStages in the files: the resolved "
-        "spec ConfigMap and the PyTorchJob or TrainJob of the first attempt. A reference to a stage or run in the "
-        "files is shown as the URI it will have; one outside them as a placeholder. Operator settings (image, "
-        "trainer metrics port, TrainJob runtime) come from the same SAILVL_* environment variables as the "
-        "operator's. Exit status 1 on any error.",
+        description="Print (YAML) every child the operator creates over the life of the resources in the files: a "
+        "TrainStage's resolved spec ConfigMap and first-attempt PyTorchJob or TrainJob; a CurationRun's spec "
+        "ConfigMap, vLLM Deployment and Service per model, workers and finalize Jobs; an EvalSuite's spec ConfigMap, "
+        "vLLM Deployments and Services and eval Job. A reference to a stage or run in the files is shown as the URI "
+        "it will have; one outside them as a placeholder. Operator settings come from the same SAILVL_* environment "
+        "variables as the operator's. Exit status 1 on any error.",
     )
     render.add_argument("paths", nargs="+", metavar="FILE|DIR", help="YAML/JSON files or folders of them")
     render.set_defaults(func=_render)

@@ -47,6 +47,7 @@ class Controller:
     _references: dict[Key, list[Key]] = field(default_factory=dict)  # dependent -> what it waits for
     _dependents: dict[Key, set[Key]] = field(default_factory=dict)  # dependency -> who waits for it
     _tracked: dict[Key, int] = field(default_factory=dict)  # dependent -> the spec generation tracked
+    reconcilers: dict[str, Callable[[str, str], Awaitable[Any]]] = field(default_factory=dict)  # kind -> reconcile
     _locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     _scheduled: set[Key] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -105,6 +106,12 @@ class Controller:
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def wake(self, key: Key) -> None:
+        """Reconcile `key` soon with the reconcile registered for its kind (a kind without one is ignored)."""
+        reconcile = self.reconcilers.get(key[0])
+        if reconcile is not None:
+            self.schedule(key, lambda: reconcile(key[1], key[2]))
 
     async def drain(self) -> None:
         for task in list(self._tasks):

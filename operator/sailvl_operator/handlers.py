@@ -1,9 +1,9 @@
 """kopf registrations: which events reach which reconcile. Built per operator (`build_registry`), so the
 intervals come from settings and tests can run an operator with their own.
 
-Level-based throughout: create, update and resume handlers converge a stage; a timer re-converges it (and
-catches anything a missed event would have told); watch events of jobs and of the resources stages wait for
-wake the stages concerned at once.
+Level-based throughout: create, update and resume handlers converge a resource; a timer re-converges it (and
+catches anything a missed event would have told); watch events of its children (jobs, vLLM Deployments) and of
+the resources it waits for wake it at once.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sailvl_operator.k8s import ApiError, KubeClient
 from sailvl_operator.metrics import OperatorMetrics
 from sailvl_operator.settings import Settings
 from sailvl_operator.stages import KIND, key, note_phase, observe_gauges, reconcile_stage, references, refresh_progress
+from sailvl_operator.workloads import KINDS, observe_status, reconcile_workload
 
 logger = logging.getLogger(__name__)
 VERSION = API_VERSION.split("/")[1]
@@ -97,9 +98,15 @@ def build_registry(
         return connect(kopf_state["settings"])
 
     ctl = Controller(settings=settings, client=KubeClient(credentials), metrics=metrics or OperatorMetrics())
+    ctl.reconcilers[KIND] = functools.partial(reconcile_stage, ctl)
+    for kind in KINDS:
+        ctl.reconcilers[kind] = functools.partial(reconcile_workload, ctl, kind)
     register_lifecycle(registry, ctl, kopf_state)
     register_trainstages(registry, ctl)
+    for kind, (resource, _) in KINDS.items():
+        register_workload(registry, ctl, kind, resource.plural)
     register_watches(registry, ctl)
+    register_children(registry, ctl)
     return registry, ctl
 
 
@@ -186,17 +193,6 @@ def register_watches(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
         observe_gauges(ctl, namespace, name, status)
         note_phase(ctl, key(namespace, name), status.get("phase"))
 
-    @kopf.on.event(API_GROUP, VERSION, "curationruns", id="curation-event", registry=registry)
-    async def curation_event(event: kopf.RawEvent, type: str, namespace: str | None, name: str, **_: Any) -> None:
-        namespace = _ns(namespace)
-        ctl.metrics.last_event.labels(kind="CurationRun").set(time.time())
-        run = ("CurationRun", namespace, name)
-        if type == "DELETED":
-            ctl.forget(run)
-            return
-        ctl.remember(run, event["object"])
-        note_phase(ctl, run, (event["object"].get("status") or {}).get("phase"))
-
     async def job_event(job_kind: str, event: kopf.RawEvent, type: str, namespace: str) -> None:
         ctl.metrics.last_event.labels(kind=job_kind).set(time.time())
         labels = (event["object"].get("metadata") or {}).get("labels") or {}
@@ -212,3 +208,73 @@ def register_watches(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
     @kopf.on.event("trainer.kubeflow.org", "v1alpha1", "trainjobs", id="job-event", labels=MANAGED, registry=registry)
     async def trainjob_event(event: kopf.RawEvent, type: str, namespace: str | None, **_: Any) -> None:
         await job_event("TrainJob", event, type, _ns(namespace))
+
+
+def register_workload(registry: kopf.OperatorRegistry, ctl: Controller, kind: str, plural: str) -> None:
+    """A CurationRun or an EvalSuite: converge on create, update and resume, and again on a timer (which also
+    fails models that never become ready); its watch events keep the cache, the gauges and its dependents."""
+    resources = (API_GROUP, VERSION, plural)
+    settings = ctl.settings
+
+    @kopf.on.resume(*resources, id="converge", registry=registry)
+    @kopf.on.create(*resources, id="converge", registry=registry)
+    @kopf.on.update(*resources, id="converge", registry=registry)
+    async def converge(namespace: str | None, name: str, **_: Any) -> None:
+        try:
+            plan = await reconcile_workload(ctl, kind, _ns(namespace), name)
+        except ApiError as exc:
+            raise kopf.TemporaryError(f"the API refused a request: {exc}", delay=10) from exc
+        if plan is not None and plan.result == "invalid":
+            raise kopf.PermanentError(f"invalid spec: {plan.message}")
+
+    @kopf.timer(
+        *resources,
+        id="reconverge",
+        interval=settings.timer_interval,
+        initial_delay=jittered(settings.timer_interval),
+        when=needs_timer,
+        registry=registry,
+    )
+    async def reconverge(namespace: str | None, name: str, **_: Any) -> None:
+        try:
+            await reconcile_workload(ctl, kind, _ns(namespace), name)
+        except ApiError as exc:  # the next tick tries again
+            logger.warning("periodic reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
+
+    @kopf.on.event(*resources, id=f"{plural}-event", registry=registry)
+    async def resource_event(event: kopf.RawEvent, type: str, namespace: str | None, name: str, **_: Any) -> None:
+        namespace = _ns(namespace)
+        ctl.metrics.last_event.labels(kind=kind).set(time.time())
+        this = (kind, namespace, name)
+        if type == "DELETED":
+            ctl.forget(this)
+            observe_status(ctl, kind, namespace, name, None)
+            return
+        raw = event["object"]
+        ctl.remember(this, raw)
+        found = (raw.get("metadata") or {}).get("generation")
+        generation = found if isinstance(found, int) else None
+        if ctl.tracked_generation(this) != generation:
+            ctl.track(this, [(k, namespace, ref) for k, ref in references(raw)], generation=generation)
+        status = raw.get("status") or {}
+        observe_status(ctl, kind, namespace, name, status)
+        note_phase(ctl, this, status.get("phase"))
+
+
+def register_children(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
+    """A change of a vLLM Deployment or a worker Job wakes the resource that owns it."""
+
+    async def child_event(child_kind: str, event: kopf.RawEvent, type: str, namespace: str) -> None:
+        ctl.metrics.last_event.labels(kind=child_kind).set(time.time())
+        labels = (event["object"].get("metadata") or {}).get("labels") or {}
+        owner_kind, owner = labels.get(KIND_LABEL), labels.get(NAME_LABEL)
+        if type in ("MODIFIED", "DELETED") and owner_kind in KINDS and owner:
+            ctl.wake((owner_kind, namespace, owner))
+
+    @kopf.on.event("apps", "v1", "deployments", id="deployment-event", labels=MANAGED, registry=registry)
+    async def deployment_event(event: kopf.RawEvent, type: str, namespace: str | None, **_: Any) -> None:
+        await child_event("Deployment", event, type, _ns(namespace))
+
+    @kopf.on.event("batch", "v1", "jobs", id="job-event", labels=MANAGED, registry=registry)
+    async def batch_job_event(event: kopf.RawEvent, type: str, namespace: str | None, **_: Any) -> None:
+        await child_event("Job", event, type, _ns(namespace))

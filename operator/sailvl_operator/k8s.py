@@ -44,12 +44,26 @@ PERMISSIONS: tuple[Permission, ...] = (
     # Our resources: kopf watches them and keeps its handler state in annotations; we read references.
     Permission("sailvl.io", "trainstages", ("get", "list", "watch", "patch"), "watch stages; kopf's annotations"),
     Permission("sailvl.io", "trainstages/status", ("patch",), "write conditions, progress, checkpoints"),
-    Permission("sailvl.io", "curationruns", ("get", "list", "watch"), "wait for the CurationRuns stages read"),
+    Permission(
+        "sailvl.io",
+        "curationruns",
+        ("get", "list", "watch", "patch"),
+        "watch runs (stages read them); kopf's annotations",
+    ),
+    Permission("sailvl.io", "curationruns/status", ("patch",), "write conditions, progress, output"),
+    Permission("sailvl.io", "evalsuites", ("get", "list", "watch", "patch"), "watch suites; kopf's annotations"),
+    Permission("sailvl.io", "evalsuites/status", ("patch",), "write conditions, results, groups"),
     # The children of a TrainStage.
-    Permission("", "configmaps", ("get", "create", "patch"), "the resolved spec mounted into trainer pods"),
+    Permission("", "configmaps", ("get", "create", "patch"), "the resolved spec mounted into trainer and worker pods"),
     Permission("kubeflow.org", "pytorchjobs", ("get", "list", "watch", "create", "delete"), "the trainer gang"),
     Permission("trainer.kubeflow.org", "trainjobs", ("get", "list", "watch", "create", "delete"), "the trainer gang"),
-    Permission("", "pods", ("list",), "rank 0's address, exit codes and termination message"),
+    Permission(
+        "", "pods", ("list",), "rank 0's address; exit codes and termination messages; why a model is not ready"
+    ),
+    # The children of a CurationRun or an EvalSuite: vLLM servers and worker Jobs.
+    Permission("apps", "deployments", ("list", "watch", "create", "patch"), "vLLM servers, scaled to zero when done"),
+    Permission("", "services", ("list", "create"), "the address workers reach a vLLM server at"),
+    Permission("batch", "jobs", ("list", "watch", "create", "delete"), "curation workers, finalize, eval"),
     # Events: ours, and those kopf posts about handler outcomes.
     Permission("", "events", ("create",), "Events on resources (kubectl describe)"),
     # kopf itself: peering between replicas, and the discovery of resources and namespaces.
@@ -98,9 +112,28 @@ CURATIONRUNS = ApiResource("sailvl.io", "v1alpha1", "curationruns", "CurationRun
 CONFIGMAPS = ApiResource("", "v1", "configmaps", "ConfigMap")
 PODS = ApiResource("", "v1", "pods", "Pod")
 EVENTS = ApiResource("", "v1", "events", "Event")
+EVALSUITES = ApiResource("sailvl.io", "v1alpha1", "evalsuites", "EvalSuite")
 PYTORCHJOBS = ApiResource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
 TRAINJOBS = ApiResource("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
-BY_KIND = {r.kind: r for r in (TRAINSTAGES, CURATIONRUNS, CONFIGMAPS, PODS, EVENTS, PYTORCHJOBS, TRAINJOBS)}
+DEPLOYMENTS = ApiResource("apps", "v1", "deployments", "Deployment")
+SERVICES = ApiResource("", "v1", "services", "Service")
+JOBS = ApiResource("batch", "v1", "jobs", "Job")
+BY_KIND = {
+    r.kind: r
+    for r in (
+        TRAINSTAGES,
+        CURATIONRUNS,
+        EVALSUITES,
+        CONFIGMAPS,
+        PODS,
+        EVENTS,
+        PYTORCHJOBS,
+        TRAINJOBS,
+        DEPLOYMENTS,
+        SERVICES,
+        JOBS,
+    )
+}
 
 
 class ApiError(Exception):

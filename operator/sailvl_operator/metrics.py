@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter as Tally
+from collections.abc import Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -34,12 +35,24 @@ class OperatorMetrics:
             registry=r,
         )
         self.resources = Gauge("sailvl_resources", _help("sailvl_resources"), ["kind", "phase"], registry=r)
+        self.resource_phase = Gauge(
+            "sailvl_resource_phase",
+            _help("sailvl_resource_phase"),
+            ["namespace", "kind", "name", "phase"],
+            registry=r,
+        )
         self.progress = Gauge(
             "sailvl_stage_progress_ratio", _help("sailvl_stage_progress_ratio"), ["namespace", "name"], registry=r
         )
         self.loss = Gauge("sailvl_stage_loss", _help("sailvl_stage_loss"), ["namespace", "name"], registry=r)
         self.restarts = Counter(
             "sailvl_job_restarts", _help("sailvl_job_restarts_total"), ["namespace", "name"], registry=r
+        )
+        self.scores = Gauge(
+            "sailvl_evalsuite_score",
+            _help("sailvl_evalsuite_score"),
+            ["namespace", "suite", "benchmark"],
+            registry=r,
         )
         self.last_event = Gauge(
             "sailvl_operator_watch_last_event_timestamp_seconds",
@@ -48,17 +61,32 @@ class OperatorMetrics:
             registry=r,
         )
         self._phases: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> phase
+        self._benchmarks: dict[tuple[str, str], set[str]] = {}  # (namespace, suite) -> benchmarks with a score
 
     def observe_phase(self, kind: str, namespace: str, name: str, phase: str | None) -> None:
         """Track one resource's phase (None: it is gone) and refresh the `sailvl_resources` gauge of its kind."""
         key = (kind, namespace, name)
-        if phase is None:
-            self._phases.pop(key, None)
-        else:
+        before = self._phases.pop(key, None)
+        if before is not None and before != phase:  # one series per resource: its current phase, at 1
+            with contextlib.suppress(KeyError):
+                self.resource_phase.remove(namespace, kind, name, before)
+        if phase is not None:
             self._phases[key] = phase
+            self.resource_phase.labels(namespace=namespace, kind=kind, name=name, phase=phase).set(1)
         counts = Tally(p for (k, _, _), p in self._phases.items() if k == kind)
         for phase_name in ("Pending", "Waiting", "Running", "Restarting", "Succeeded", "Failed", "Suspended"):
             self.resources.labels(kind=kind, phase=phase_name).set(counts.get(phase_name, 0))
+
+    def observe_scores(self, namespace: str, suite: str, results: Mapping[str, object] | None) -> None:
+        """Export an EvalSuite's `status.results` (None or {}: it has none, or is gone)."""
+        scores = {k: float(v) for k, v in (results or {}).items() if isinstance(v, int | float)}
+        for benchmark in self._benchmarks.pop((namespace, suite), set()) - set(scores):
+            with contextlib.suppress(KeyError):
+                self.scores.remove(namespace, suite, benchmark)
+        for benchmark, score in scores.items():
+            self.scores.labels(namespace=namespace, suite=suite, benchmark=benchmark).set(score)
+        if scores:
+            self._benchmarks[(namespace, suite)] = set(scores)
 
     def forget_stage(self, namespace: str, name: str) -> None:
         for gauge in (self.progress, self.loss):

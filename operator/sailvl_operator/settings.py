@@ -38,12 +38,49 @@ class Settings:
     )
     image: str = field(
         default_factory=_default_image,
-        metadata=_env("SAILVL_IMAGE", "Trainer image for stages that do not set runtime.image."),
+        metadata=_env(
+            "SAILVL_IMAGE", "The sailvl image (trainer, curation and eval workers) for workloads that do not set image."
+        ),
+    )
+    vllm_image: str | None = field(
+        default=None,
+        metadata=_env(
+            "SAILVL_VLLM_IMAGE",
+            "Image of the vLLM servers for models that do not set image; unset: SAILVL_IMAGE (it includes vLLM).",
+        ),
     )
     trainer_metrics_port: int = field(
         default=9400,
         metadata=_env(
             "SAILVL_TRAINER_METRICS_PORT", "Port of rank 0's Prometheus endpoint (passed as SAILVL_METRICS_PORT)."
+        ),
+    )
+    worker_metrics_port: int = field(
+        default=9400,
+        metadata=_env(
+            "SAILVL_WORKER_METRICS_PORT",
+            "Port of the curation and eval workers' Prometheus endpoint (passed as SAILVL_METRICS_PORT).",
+        ),
+    )
+    worker_retries: int = field(
+        default=2,
+        metadata=_env(
+            "SAILVL_WORKER_RETRIES",
+            "Retries of a failed curation worker (per index), finalize or eval pod; exit code 2 is never retried.",
+        ),
+    )
+    models_ready_timeout: float = field(
+        default=1800.0,
+        metadata=_env(
+            "SAILVL_MODELS_READY_TIMEOUT",
+            "Seconds a CurationRun or EvalSuite waits for all its vLLM replicas to be available before it fails.",
+        ),
+    )
+    vllm_startup_timeout: float = field(
+        default=600.0,
+        metadata=_env(
+            "SAILVL_VLLM_STARTUP_TIMEOUT",
+            "Seconds a vLLM container may take to load its model (its startupProbe) before it is restarted.",
         ),
     )
     trainjob_runtime: str = field(
@@ -96,6 +133,10 @@ class Settings:
     )
 
     @property
+    def serving_image(self) -> str:
+        return self.vllm_image or self.image
+
+    @property
     def clusterwide(self) -> bool:
         return not self.namespaces
 
@@ -134,6 +175,13 @@ def _integer(name: str, raw: str) -> int:
         raise SettingsError(f"{name} must be an integer; found {raw!r}") from None
 
 
+def _count(name: str, raw: str) -> int:
+    value = _integer(name, raw)
+    if value < 0:
+        raise SettingsError(f"{name} must be 0 or more; found {raw!r}")
+    return value
+
+
 def _namespaces(name: str, raw: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in raw.split(",") if n.strip())
 
@@ -162,7 +210,12 @@ def _peering(name: str, raw: str) -> str:
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "namespaces": _namespaces,
     "image": _text,
+    "vllm_image": _text,
     "trainer_metrics_port": _port,
+    "worker_metrics_port": _port,
+    "worker_retries": _count,
+    "models_ready_timeout": _positive_float,
+    "vllm_startup_timeout": _positive_float,
     "trainjob_runtime": _text,
     "trainjob_runtime_kind": _runtime_kind,
     "timer_interval": _positive_float,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -11,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from sailvl.api import ManifestError, TrainStage, parse_resource
+from sailvl.api import ManifestError, parse_resource
 from sailvl_operator.controller import Controller, Key
 from sailvl_operator.jobs import job_state, pod_ip, pod_selector
 from sailvl_operator.k8s import BY_KIND, CURATIONRUNS, PODS, TRAINSTAGES, ApiError, Conflict, NotFound
@@ -28,7 +27,7 @@ def key(namespace: str, name: str) -> Key:
 
 
 def references(body: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(kind, name) of what the stage waits for; none if the spec does not parse (it will be reported)."""
+    """(kind, name) of what a resource waits for; none if the spec does not parse (it will be reported)."""
     meta = body.get("metadata") or {}
     doc = {
         "apiVersion": body.get("apiVersion"),
@@ -37,10 +36,10 @@ def references(body: Mapping[str, Any]) -> list[tuple[str, str]]:
         "spec": body.get("spec"),
     }
     try:
-        stage = parse_resource(doc)
+        resource = parse_resource(doc)
     except ManifestError:
         return []
-    return stage.references() if isinstance(stage, TrainStage) else []
+    return resource.references()
 
 
 async def dependency(ctl: Controller, namespace: str, kind: str, name: str) -> Dependency:
@@ -118,16 +117,18 @@ async def apply(ctl: Controller, body: Mapping[str, Any], plan: Plan) -> None:
 
 
 def note_phase(ctl: Controller, resource: Key, phase: str | None) -> None:
-    """Remember `resource`'s phase; when it enters or leaves Succeeded/Failed, reconcile at once the stages
-    that wait for it and have not started (the first sighting wakes nobody: resume handlers cover startup)."""
+    """Remember `resource`'s phase; when it enters or leaves Succeeded/Failed, reconcile at once the resources
+    that wait for it (stages only until they start; the first sighting wakes nobody: resume handlers cover
+    startup)."""
     known, before = resource in ctl.phases, ctl.phases.get(resource)
     ctl.phases[resource] = phase
     if not known or before == phase or not {phase, before} & set(FINISHED):
         return
     for dependent in ctl.dependents(resource):
-        if not ((ctl.bodies.get(dependent) or {}).get("status") or {}).get("job"):
-            logger.debug("%s/%s is %s: waking %s/%s", resource[0], resource[2], phase, dependent[0], dependent[2])
-            ctl.schedule(dependent, functools.partial(reconcile_stage, ctl, dependent[1], dependent[2]))
+        if dependent[0] == KIND and ((ctl.bodies.get(dependent) or {}).get("status") or {}).get("job"):
+            continue  # a started stage's inputs are fixed
+        logger.debug("%s/%s is %s: waking %s/%s", resource[0], resource[2], phase, dependent[0], dependent[2])
+        ctl.wake(dependent)
 
 
 async def scrape(url: str, timeout: float) -> tuple[TrainSample | None, str]:

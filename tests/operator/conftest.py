@@ -40,6 +40,10 @@ FAST = Settings(
 PLURALS = {
     "TrainStage": "sailvl.io/v1alpha1/trainstages",
     "CurationRun": "sailvl.io/v1alpha1/curationruns",
+    "EvalSuite": "sailvl.io/v1alpha1/evalsuites",
+    "Deployment": "apps/v1/deployments",
+    "Service": "v1/services",
+    "Job": "batch/v1/jobs",
     "PyTorchJob": "kubeflow.org/v1/pytorchjobs",
     "TrainJob": "trainer.kubeflow.org/v1alpha1/trainjobs",
     "ConfigMap": "v1/configmaps",
@@ -87,9 +91,9 @@ class Kube:
     def names(self, kind: str) -> list[str]:
         return sorted(o["metadata"]["name"] for o in self.all(kind))
 
-    def condition(self, name: str, type_: str) -> dict[str, Any]:
-        stage = self.get("TrainStage", name) or {}
-        conditions = (stage.get("status") or {}).get("conditions") or []
+    def condition(self, name: str, type_: str, kind: str = "TrainStage") -> dict[str, Any]:
+        resource = self.get(kind, name) or {}
+        conditions = (resource.get("status") or {}).get("conditions") or []
         return next((c for c in conditions if c["type"] == type_), {})
 
     def events(self, name: str) -> list[dict[str, Any]]:

@@ -376,13 +376,16 @@ class Emulator(kmock.KubernetesEmulator):
 
 
 def declare_kubernetes(emulator: Emulator, extra: Iterable[tuple[str, str, bool]] = ()) -> None:
-    """The resources a sailvl operator meets: ours, Kubeflow's, the core ones, CRDs and namespaces."""
+    """The resources a sailvl operator meets: ours, Kubeflow's, the built-in ones, CRDs and namespaces."""
     for resource, kind, status in (
         ("sailvl.io/v1alpha1/trainstages", "TrainStage", True),
         ("sailvl.io/v1alpha1/curationruns", "CurationRun", True),
         ("sailvl.io/v1alpha1/evalsuites", "EvalSuite", True),
         ("kubeflow.org/v1/pytorchjobs", "PyTorchJob", True),
         ("trainer.kubeflow.org/v1alpha1/trainjobs", "TrainJob", True),
+        ("apps/v1/deployments", "Deployment", True),
+        ("batch/v1/jobs", "Job", True),
+        ("v1/services", "Service", True),
         ("v1/configmaps", "ConfigMap", False),
         ("v1/pods", "Pod", True),
         ("v1/events", "Event", False),

@@ -87,8 +87,13 @@ def test_render_prints_every_child_of_the_examples(capsys: pytest.CaptureFixture
     assert main(["render", str(EXAMPLES)]) == 0
     out, err = capsys.readouterr()
     docs = list(yaml.safe_load_all(out))
-    assert [d["kind"] for d in docs] == ["ConfigMap", "PyTorchJob"] * 6
-    assert "CurationRun/sail-caption: skipped" in err and "EvalSuite/sail-vl-2b-eval: skipped" in err
+    stage, served = ["ConfigMap", "PyTorchJob"], ["Deployment", "Service"]
+    curation = ["ConfigMap", *served * 2, "Job", "Job"]
+    assert [d["kind"] for d in docs] == stage + curation + stage * 5 + ["ConfigMap", *served * 2, "Job"]
+    assert "skipped" not in err
+    captioner = next(d for d in docs if d["metadata"]["name"] == "sail-caption-vllm-captioner")
+    command = captioner["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["vllm", "serve", "/mnt/pvc/checkpoints/sail-vl-2b/captioner/final"]
     advance = next(d for d in docs if d["metadata"]["name"] == "pretrain-advance-spec")
     spec = yaml.safe_load(advance["data"]["spec.json"])["spec"]
     assert spec["model"]["init"]["uri"] == "/mnt/pvc/checkpoints/sail-vl-2b/pretrain-align/final"

@@ -16,6 +16,8 @@ MANAGED_BY = "sailvl-operator"
 KIND_LABEL = "sailvl.io/kind"
 NAME_LABEL = "sailvl.io/name"
 ATTEMPT_LABEL = "sailvl.io/attempt"
+COMPONENT_LABEL = "sailvl.io/component"  # vllm, workers, finalize or eval: what a pod of a resource does
+MODEL_LABEL = "sailvl.io/model"  # which served model a vLLM pod belongs to
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 RETRY_ANNOTATION = "sailvl.io/retry"
 MAX_NAME = 63
@@ -43,6 +45,23 @@ def spec_configmap_name(stage: str) -> str:
 
 def train_job_name(stage: str, attempt: int) -> str:
     return child_name(stage, f"train-a{attempt}")
+
+
+def vllm_name(owner: str, slot: str) -> str:
+    """The Deployment and Service of one served model (`slot`: a CurationRun model's name, `model` or `judge`)."""
+    return child_name(owner, f"vllm-{slot}")
+
+
+def workers_job_name(run: str) -> str:
+    return child_name(run, "workers")
+
+
+def finalize_job_name(run: str) -> str:
+    return child_name(run, "finalize")
+
+
+def eval_job_name(suite: str) -> str:
+    return child_name(suite, "eval")
 
 
 def selector_labels(resource: Resource) -> dict[str, str]:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sailvl.api.uris import scheme_of
+from sailvl_operator.builders.meta import BuildError
 
 # The uid/gid the sailvl images run as; fsGroup makes mounted claims writable by it.
-RUN_AS = 1000
+RUN_AS = 10001  # images/sailvl and images/operator create this user
 POD_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
     "runAsUser": RUN_AS,
@@ -76,6 +77,31 @@ def merge(base: Any, overlay: Any, key: str | None = None) -> Any:
 
 def _keyed(items: list[Any], merge_key: str) -> bool:
     return all(isinstance(item, dict) and merge_key in item for item in items)
+
+
+def template_fragment(pod_template: dict[str, Any] | None, field: str) -> dict[str, Any]:
+    """A copy of a user's `podTemplate` (at manifest path `field`), checked to be a PodTemplateSpec fragment."""
+    fragment = copy.deepcopy(pod_template or {})
+    unknown = sorted(set(fragment) - {"metadata", "spec"})
+    if unknown:
+        raise BuildError(f"{field}.{unknown[0]}", "a PodTemplateSpec fragment has only metadata and spec")
+    for key in ("metadata", "spec"):
+        if not isinstance(fragment.get(key, {}), dict):
+            raise BuildError(f"{field}.{key}", f"expected a mapping; found {fragment[key]!r}")
+    return fragment
+
+
+def pod_template(
+    base: dict[str, Any], user: dict[str, Any] | None, field: str, *, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """`base` (metadata + spec) with the user's `podTemplate` merged in and the restricted defaults under it all.
+    `labels` are reapplied last: a Deployment's or a Service's selector must keep matching its pods."""
+    template: dict[str, Any] = merge(base, template_fragment(user, field))
+    template["spec"] = restricted(template["spec"])
+    if labels:
+        template.setdefault("metadata", {})
+        template["metadata"]["labels"] = {**(template["metadata"].get("labels") or {}), **labels}
+    return template
 
 
 def restricted(pod_spec: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""`sailvl render`: every child the operator would create for the resources in some files, without a cluster.
+"""`sailvl render`: every child the operator would create for the resources in some files, without a cluster: a
+TrainStage's spec ConfigMap and job, a CurationRun's spec ConfigMap, vLLM Deployments and Services, worker and
+finalize Jobs, an EvalSuite's spec ConfigMap, vLLM Deployments and Services and eval Job. All are built-in kinds or
+kinds with a published schema.
 
 What only a cluster knows is shown as what it will be: a referenced stage's final checkpoint as
 `<its checkpoint.uri>/final` (where the trainer exports it), a referenced CurationRun's output as its
@@ -12,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sailvl.api import CurationRun, Resource, TrainStage
+from sailvl.api import CurationRun, EvalSuite, Resource, TrainStage
 from sailvl.api.validation import ValidationResult, validate_paths
 from sailvl_operator.builders import BuildContext, BuildError, build_stage_children
+from sailvl_operator.builders.curation import build_curation_children
+from sailvl_operator.builders.evaluation import build_eval_children
 from sailvl_operator.settings import Settings
 
 
@@ -32,35 +37,42 @@ def final_checkpoint(stage: TrainStage) -> str:
     return stage.spec.checkpoint.uri.rstrip("/") + "/final"
 
 
-def context_for(stage: TrainStage, known: Iterable[Resource], settings: Settings) -> tuple[BuildContext, list[str]]:
-    """The context the operator would build `stage` with once its references have Succeeded."""
+def context_for(resource: Resource, known: Iterable[Resource], settings: Settings) -> tuple[BuildContext, list[str]]:
+    """The context the operator would build `resource` with once its references have Succeeded."""
     by_key = {(r.kind, r.namespace, r.name): r for r in known}
     notes: list[str] = []
-    init_uri: str | None = None
-    ref = stage.spec.model.init
-    if ref is not None and ref.stage is not None:
-        found = by_key.get(("TrainStage", stage.namespace, ref.stage))
-        if isinstance(found, TrainStage):
-            init_uri = final_checkpoint(found)
-        else:
-            init_uri = f"<final checkpoint of TrainStage/{ref.stage}>"
-            notes.append(f"TrainStage/{stage.name}: TrainStage/{ref.stage} is not in the files; shown as {init_uri}")
+    model_uris: dict[str, str] = {}
     data_uris: dict[str, str] = {}
-    for entry in stage.spec.data.mixture:
-        run = entry.source.curation_run
-        if run is None:
-            continue
-        found = by_key.get(("CurationRun", stage.namespace, run))
-        if isinstance(found, CurationRun):
-            data_uris[run] = found.spec.output.uri
+    for kind, name in resource.references():
+        found = by_key.get((kind, resource.namespace, name))
+        if isinstance(found, TrainStage):
+            model_uris[name] = final_checkpoint(found)
+        elif isinstance(found, CurationRun):
+            data_uris[name] = found.spec.output.uri
         else:
-            data_uris[run] = f"<output of CurationRun/{run}>"
-            notes.append(f"TrainStage/{stage.name}: CurationRun/{run} is not in the files; shown as {data_uris[run]}")
-    return BuildContext(settings=settings, init_uri=init_uri, data_uris=data_uris), notes
+            shown = f"<final checkpoint of TrainStage/{name}>" if kind == "TrainStage" else f"<output of {kind}/{name}>"
+            (model_uris if kind == "TrainStage" else data_uris)[name] = shown
+            notes.append(f"{resource.kind}/{resource.name}: {kind}/{name} is not in the files; shown as {shown}")
+    init_uri = None
+    if isinstance(resource, TrainStage) and resource.spec.model.init is not None:
+        init_uri = resource.spec.model.init.uri or model_uris.get(resource.spec.model.init.stage or "")
+    ctx = BuildContext(settings=settings, init_uri=init_uri, data_uris=data_uris, model_uris=model_uris)
+    return ctx, notes
+
+
+def children(resource: Resource, ctx: BuildContext) -> list[dict[str, Any]]:
+    """Every child `resource` has over its life, in creation order."""
+    if isinstance(resource, TrainStage):
+        return build_stage_children(resource, ctx)
+    if isinstance(resource, CurationRun):
+        return build_curation_children(resource, ctx)
+    assert isinstance(resource, EvalSuite), resource.kind
+    return build_eval_children(resource, ctx)
 
 
 def render_paths(paths: Iterable[str | Path], settings: Settings | None = None) -> Rendered:
-    """Validate the files, then build the first attempt's children of every TrainStage in them."""
+    """Validate the files, then build the children of every resource in them (a stage's first attempt; every
+    phase of a CurationRun or an EvalSuite)."""
     settings = settings or Settings()
     result = validate_paths(paths)
     rendered = Rendered(validation=result)
@@ -68,13 +80,10 @@ def render_paths(paths: Iterable[str | Path], settings: Settings | None = None) 
         return rendered
     resources = result.resources
     for resource in resources:
-        if not isinstance(resource, TrainStage):
-            rendered.notes.append(f"{resource.kind}/{resource.name}: skipped (its children are not rendered yet)")
-            continue
         ctx, notes = context_for(resource, resources, settings)
         rendered.notes += notes
         try:
-            rendered.objects += build_stage_children(resource, ctx)
+            rendered.objects += children(resource, ctx)
         except BuildError as exc:
             rendered.errors.append(f"{resource.kind}/{resource.name}: {exc}")
     return rendered

@@ -30,6 +30,7 @@ from sailvl_operator.builders.pods import (
     restricted,
     shm_mount,
     shm_volume,
+    template_fragment,
 )
 from sailvl_operator.settings import Settings
 
@@ -44,14 +45,16 @@ TRAIN_MODULE = ("-m", "sailvl.train", "--spec", SPEC_PATH)
 
 @dataclass(frozen=True, kw_only=True)
 class BuildContext:
-    """Everything a builder needs beyond the stage itself."""
+    """Everything a builder needs beyond the resource itself."""
 
     settings: Settings = field(default_factory=Settings)
     attempt: int = 0
     init_uri: str | None = None
     """The final checkpoint of the stage `model.init.stage` names (what only the cluster knows)."""
     data_uris: Mapping[str, str] = field(default_factory=dict)
-    """CurationRun name to its output URI, for mixture entries that name a CurationRun."""
+    """CurationRun name to its output URI, for mixture entries (or a CurationRun's input) that name a CurationRun."""
+    model_uris: Mapping[str, str] = field(default_factory=dict)
+    """TrainStage name to its final checkpoint, for served models (vLLM) that name a stage."""
     annotations: Mapping[str, str] = field(default_factory=dict)
     """Annotations of the job (e.g. the retry token it answers)."""
 
@@ -139,16 +142,7 @@ def job_metadata(stage: TrainStage, ctx: BuildContext) -> dict[str, Any]:
 
 
 def pod_template_fragment(stage: TrainStage) -> dict[str, Any]:
-    fragment = copy.deepcopy(stage.spec.runtime.pod_template or {})
-    unknown = sorted(set(fragment) - {"metadata", "spec"})
-    if unknown:
-        raise BuildError(
-            f"spec.runtime.podTemplate.{unknown[0]}", "a PodTemplateSpec fragment has only metadata and spec"
-        )
-    for key in ("metadata", "spec"):
-        if not isinstance(fragment.get(key, {}), dict):
-            raise BuildError(f"spec.runtime.podTemplate.{key}", f"expected a mapping; found {fragment[key]!r}")
-    return fragment
+    return template_fragment(stage.spec.runtime.pod_template, "spec.runtime.podTemplate")
 
 
 def build_pytorchjob(stage: TrainStage, ctx: BuildContext) -> dict[str, Any]:

@@ -253,15 +253,27 @@ async def test_h_operator_metrics_count_reconciles(kube: Kube, operator_factory:
             for s in family.samples
         }
 
-    samples = await scrape()
-    ok = samples.get(("sailvl_operator_reconcile_total", (("kind", "TrainStage"), ("result", "ok"))), 0)
-    waiting = samples.get(("sailvl_operator_reconcile_total", (("kind", "TrainStage"), ("result", "waiting"))), 0)
-    assert ok >= 1 and waiting >= 1
+    def counts(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> tuple[float, float]:
+        ok = samples.get(("sailvl_operator_reconcile_total", (("kind", "TrainStage"), ("result", "ok"))), 0)
+        waiting = samples.get(("sailvl_operator_reconcile_total", (("kind", "TrainStage"), ("result", "waiting"))), 0)
+        return ok, waiting
+
+    async def both_counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        # A reconcile is counted when its handler returns, just after its effects became visible.
+        samples = await scrape()
+        return samples if min(counts(samples)) >= 1 else None
+
+    samples = await eventually(both_counted, what="an ok and a waiting reconcile in /metrics")
+    ok, waiting = counts(samples)
     assert samples[("sailvl_operator_reconcile_duration_seconds_count", (("kind", "TrainStage"),))] >= ok + waiting
-    await eventually(lambda: True, timeout=0.5)
-    samples = await scrape()
-    assert samples[("sailvl_resources", (("kind", "TrainStage"), ("phase", "Waiting")))] == 1
-    assert samples[("sailvl_resources", (("kind", "TrainStage"), ("phase", "Pending")))] == 1
+
+    async def phases_counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        samples = await scrape()
+        waiting = samples.get(("sailvl_resources", (("kind", "TrainStage"), ("phase", "Waiting"))))
+        pending = samples.get(("sailvl_resources", (("kind", "TrainStage"), ("phase", "Pending"))))
+        return samples if (waiting, pending) == (1, 1) else None
+
+    samples = await eventually(phases_counted, what="one Waiting and one Pending stage in sailvl_resources")
     assert samples[("sailvl_operator_watch_last_event_timestamp_seconds", (("kind", "TrainStage"),))] > 0
 
 

@@ -118,9 +118,18 @@ class TrainRun(ResourceRun):
                 c.REASON_JOB_FAILED, "the trainer exited 0 but wrote no final checkpoint in its termination message"
             )
         self.status.checkpoint = CheckpointStatus(latest=final, final=final)
-        if self.status.progress is not None and isinstance(message.get("loss"), int | float):
-            self.status.progress.loss = float(message["loss"])  # type: ignore[arg-type]
-            self.status.progress.percent = 100.0
+        # The trainer's own last word: a short stage may end between two scrapes of its metrics.
+        progress = self.status.progress or TrainProgress()
+        steps, tokens, loss = message.get("steps"), message.get("tokens"), message.get("loss")
+        if isinstance(steps, int):
+            progress.step = progress.total_steps = steps
+        if isinstance(tokens, int):
+            progress.tokens = tokens
+        if isinstance(loss, int | float):
+            progress.loss = float(loss)
+        progress.percent = 100.0
+        self.status.progress = progress
+        self.live.figure = f"loss {progress.loss:.3f}" if progress.loss is not None else self.live.figure
         self.local.outputs["final"] = final
 
     def publish(self) -> None:

@@ -78,6 +78,9 @@ async def _run_graph(graph: Graph, ctx: RunContext, jobs: int) -> int:
                 ctx.busy += 1
                 try:
                     ok[key] = await runs[key].run() if not ctx.stop.is_set() else False
+                except Exception as err:  # a bug or an unreadable input must not take the other branches down
+                    runs[key].condition(c.FAILED, "True", "RunnerError", f"{type(err).__name__}: {err}")
+                    ok[key] = False
                 finally:
                     ctx.busy -= 1
         finally:

@@ -114,14 +114,58 @@ def reconcile(observation: Observation, settings: Settings) -> Plan:
     return _Reconciler(observation, settings).run()
 
 
-class _Reconciler:
+class DependencyGate:
+    """What every reconciler does with the resources it refers to: wait for them, fail when one failed, and clear
+    that failure when the dependency is retried. Subclasses keep the status and the plan."""
+
+    obs: Any  # an observation with `.dependencies`
+    plan: Any  # a plan with `.result` and `.message`
+
+    def is_true(self, type_: str) -> bool:
+        raise NotImplementedError
+
+    def set(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> bool:
+        raise NotImplementedError
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        raise NotImplementedError
+
+    def dependencies_ready(self) -> bool:
+        waiting, failed = [], []
+        for dep in self.obs.dependencies:
+            phase, output, message = dependency_phase(dep)
+            if phase == "Failed":
+                failed.append(message)
+            elif phase != "Succeeded" or not output:
+                reason = c.REASON_WAITING_FOR_STAGE if dep.kind == "TrainStage" else c.REASON_WAITING_FOR_CURATION
+                waiting.append((reason, message if output or phase != "Succeeded" else f"{message} (no output yet)"))
+        if failed:
+            message = "; ".join(failed)
+            self.set(c.DEPENDENCIES_READY, "False", c.REASON_DEPENDENCY_FAILED, message)
+            if self.set(c.FAILED, "True", c.REASON_DEPENDENCY_FAILED, f"a dependency failed: {message}"):
+                self.event("Warning", c.REASON_DEPENDENCY_FAILED, message)
+            self.plan.result, self.plan.message = "blocked", message
+            return False
+        if self.is_true(c.FAILED):  # a dependency that had failed was retried: wait for it again
+            self.set(c.FAILED, "False", c.REASON_DEPENDENCIES_SUCCEEDED, "no dependency has failed")
+        if waiting:
+            reason, message = waiting[0][0], "; ".join(m for _, m in waiting)
+            self.set(c.DEPENDENCIES_READY, "False", reason, message)
+            self.plan.result, self.plan.message = "waiting", message
+            return False
+        names = ", ".join(f"{d.kind}/{d.name}" for d in self.obs.dependencies) or "none"
+        self.set(c.DEPENDENCIES_READY, "True", c.REASON_DEPENDENCIES_SUCCEEDED, f"dependencies succeeded: {names}")
+        return True
+
+
+class _Reconciler(DependencyGate):
     def __init__(self, observation: Observation, settings: Settings) -> None:
         self.obs = observation
         self.settings = settings
         self.now = rfc3339(observation.now)
         self.generation = (observation.body.get("metadata") or {}).get("generation")
         self.status = current_status(observation.body)
-        self.plan = Plan(status={})
+        self.plan: Plan = Plan(status={})
         self.stage: TrainStage | None = None
 
     # -- conditions and events ---------------------------------------------------------------------------
@@ -239,33 +283,6 @@ class _Reconciler:
             self.fail_or_restart(state.reason, state.message, exit_codes(self.obs.pods))
         else:
             self.follow(state)
-
-    def dependencies_ready(self) -> bool:
-        waiting, failed = [], []
-        for dep in self.obs.dependencies:
-            phase, output, message = dependency_phase(dep)
-            if phase == "Failed":
-                failed.append(message)
-            elif phase != "Succeeded" or not output:
-                reason = c.REASON_WAITING_FOR_STAGE if dep.kind == "TrainStage" else c.REASON_WAITING_FOR_CURATION
-                waiting.append((reason, message if output or phase != "Succeeded" else f"{message} (no output yet)"))
-        if failed:
-            message = "; ".join(failed)
-            self.set(c.DEPENDENCIES_READY, "False", c.REASON_DEPENDENCY_FAILED, message)
-            if self.set(c.FAILED, "True", c.REASON_DEPENDENCY_FAILED, f"a dependency failed: {message}"):
-                self.event("Warning", c.REASON_DEPENDENCY_FAILED, message)
-            self.plan.result, self.plan.message = "blocked", message
-            return False
-        if self.is_true(c.FAILED):  # a dependency that had failed was retried: wait for it again
-            self.set(c.FAILED, "False", c.REASON_DEPENDENCIES_SUCCEEDED, "no dependency has failed")
-        if waiting:
-            reason, message = waiting[0][0], "; ".join(m for _, m in waiting)
-            self.set(c.DEPENDENCIES_READY, "False", reason, message)
-            self.plan.result, self.plan.message = "waiting", message
-            return False
-        names = ", ".join(f"{d.kind}/{d.name}" for d in self.obs.dependencies) or "none"
-        self.set(c.DEPENDENCIES_READY, "True", c.REASON_DEPENDENCIES_SUCCEEDED, f"dependencies succeeded: {names}")
-        return True
 
     def context(self, attempt: int) -> BuildContext:
         assert self.stage is not None

@@ -38,7 +38,16 @@ from sailvl_operator.observed import (
     name_of,
     pod_problem,
 )
-from sailvl_operator.reconcile import _REASON, Dependency, Event, Result, dependency_phase, parse_time, rfc3339
+from sailvl_operator.reconcile import (
+    _REASON,
+    Dependency,
+    DependencyGate,
+    Event,
+    Result,
+    dependency_phase,
+    parse_time,
+    rfc3339,
+)
 from sailvl_operator.settings import Settings
 
 PLACEHOLDER = "pvc://sailvl-validation/placeholder"
@@ -87,7 +96,7 @@ class Step:
     what: str  # how messages name it
 
 
-class WorkloadReconciler(Generic[R, S]):
+class WorkloadReconciler(DependencyGate, Generic[R, S]):
     KIND: ClassVar[type[Resource]]
     STATUS: ClassVar[type[ResourceStatus]]
 
@@ -101,7 +110,7 @@ class WorkloadReconciler(Generic[R, S]):
         except ValueError:  # edited by hand into something unreadable: start over
             status = self.STATUS()
         self.status: S = status  # type: ignore[assignment]
-        self.plan = WorkloadPlan(status={})
+        self.plan: WorkloadPlan = WorkloadPlan(status={})
         self.resource: R | None = None
         self.deployments = {name_of(d): d for d in observation.deployments}
         self.services = {name_of(s) for s in observation.services}
@@ -327,33 +336,6 @@ class WorkloadReconciler(Generic[R, S]):
                 data_uris={name: str(uri) for (kind, name), uri in outputs.items() if kind == "CurationRun"},
             )
         return self._context
-
-    def dependencies_ready(self) -> bool:
-        waiting, failed = [], []
-        for dep in self.obs.dependencies:
-            phase, output, message = dependency_phase(dep)
-            if phase == "Failed":
-                failed.append(message)
-            elif phase != "Succeeded" or not output:
-                reason = c.REASON_WAITING_FOR_STAGE if dep.kind == "TrainStage" else c.REASON_WAITING_FOR_CURATION
-                waiting.append((reason, message if output or phase != "Succeeded" else f"{message} (no output yet)"))
-        if failed:
-            message = "; ".join(failed)
-            self.set(c.DEPENDENCIES_READY, "False", c.REASON_DEPENDENCY_FAILED, message)
-            if self.set(c.FAILED, "True", c.REASON_DEPENDENCY_FAILED, f"a dependency failed: {message}"):
-                self.event("Warning", c.REASON_DEPENDENCY_FAILED, message)
-            self.plan.result, self.plan.message = "blocked", message
-            return False
-        if self.is_true(c.FAILED):  # a dependency that had failed was retried: wait for it again
-            self.set(c.FAILED, "False", c.REASON_DEPENDENCIES_SUCCEEDED, "no dependency has failed")
-        if waiting:
-            reason, message = waiting[0][0], "; ".join(m for _, m in waiting)
-            self.set(c.DEPENDENCIES_READY, "False", reason, message)
-            self.plan.result, self.plan.message = "waiting", message
-            return False
-        names = ", ".join(f"{d.kind}/{d.name}" for d in self.obs.dependencies) or "none"
-        self.set(c.DEPENDENCIES_READY, "True", c.REASON_DEPENDENCIES_SUCCEEDED, f"dependencies succeeded: {names}")
-        return True
 
     # -- models --------------------------------------------------------------------------------------------
     def pods(self, component: str) -> list[Mapping[str, Any]]:

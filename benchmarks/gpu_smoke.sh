@@ -7,7 +7,7 @@
 # 2. The real trainer end to end (`python -m sailvl.train`, engine fsdp, bf16, packed synthetic captions with 448px
 #    tiles, a checkpoint and the final export) when sailvl's own dependencies are importable; skipped otherwise.
 #
-# Usage: benchmarks/gpu_smoke.sh            (PYTHON, STEPS, TRAINER_STEPS, SEQ, MICRO override the defaults)
+# Usage: benchmarks/gpu_smoke.sh            (PYTHON, ENGINES, STEPS, TRAINER_STEPS, SEQ, MICRO override the defaults)
 # The last line of output is one JSON object with every figure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ STEPS=${STEPS:-30}
 TRAINER_STEPS=${TRAINER_STEPS:-10}
 SEQ=${SEQ:-4096}
 MICRO=${MICRO:-1}
+ENGINES=${ENGINES:-fsdp ddp deepspeed}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -41,14 +42,16 @@ run_engine() {  # engine -> writes $OUT/<engine>.json (the benchmark's last line
     printf '"failed: %s"\n' "$(grep -m1 -E 'Error|error' "$OUT/$engine.log" | tr -d '"\\' | cut -c1-200)" > "$OUT/$engine.json"
 }
 
-run_engine fsdp
-run_engine ddp
-if "$PYTHON" -c 'import deepspeed' >/dev/null 2>&1; then
-    run_engine deepspeed
-else
-    echo "== deepspeed: not installed, skipped"
-    echo '"not installed"' > "$OUT/deepspeed.json"
-fi
+for engine in fsdp ddp deepspeed; do
+    if [[ " $ENGINES " != *" $engine "* ]]; then
+        echo '"not asked for (ENGINES)"' > "$OUT/$engine.json"
+    elif [[ $engine == deepspeed ]] && ! "$PYTHON" -c 'import deepspeed' >/dev/null 2>&1; then
+        echo "== deepspeed: not installed, skipped"
+        echo '"not installed"' > "$OUT/deepspeed.json"
+    else
+        run_engine "$engine"
+    fi
+done
 
 echo "== trainer end to end"
 if missing=$("$PYTHON" -c 'import sailvl.train.trainer, sailvl.data.sources' 2>&1); then
@@ -94,14 +97,30 @@ PY
     else
         echo '"failed"' > "$OUT/trainer.json"
     fi
+    echo "== input pipeline alone (the trainer's StageData on one thread, no model)"
+    "$PYTHON" - "$OUT/stage.yaml" > "$OUT/pipeline.json" <<'PY' || echo '"failed"' > "$OUT/pipeline.json"
+import json, sys, time
+from sailvl.model.build import build_model
+from sailvl.train.data import StageData
+from sailvl.train.settings import load_stage
+spec = load_stage(sys.argv[1]).spec
+data = StageData(spec, build_model(spec.model, device="meta"), rank=0, world_size=1, block_mask=False)
+data.next_step(1)
+started, tokens, steps = time.perf_counter(), 0, 10
+for _ in range(steps):
+    tokens += data.next_step(1).tokens
+seconds = time.perf_counter() - started
+print(json.dumps({"seconds_per_step": round(seconds / steps, 3), "tokens_per_second": round(tokens / seconds, 1)}))
+PY
+    cat "$OUT/pipeline.json"
 else
     echo "skipped: sailvl's dependencies are not importable here: $(echo "$missing" | tail -n 1)"
-    printf '"skipped: %s"\n' "$(echo "$missing" | tail -n 1 | tr -d '"\\' | cut -c1-200)" > "$OUT/trainer.json"
+    printf '"skipped: %s"\n' "$(echo "$missing" | tail -n 1 | tr -d '"\\' | cut -c1-200)" | tee "$OUT/trainer.json" > "$OUT/pipeline.json"
 fi
 
 "$PYTHON" - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-print(json.dumps({name: json.loads((out / f"{name}.json").read_text()) for name in ("fsdp", "ddp", "deepspeed", "trainer")}))
+print(json.dumps({name: json.loads((out / f"{name}.json").read_text()) for name in ("fsdp", "ddp", "deepspeed", "trainer", "pipeline")}))
 PY

@@ -161,17 +161,24 @@ def main() -> None:
     counts = shapes(model)
     module, optimizer, backward = wrap(args.engine, model, device, lr=1e-5, micro=args.micro)
     generator = torch.Generator().manual_seed(dist.get_rank())
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if args.engine == "ddp" else contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    kernels = sdpa_kernel([SDPBackend.FLASH_ATTENTION]) if args.sdpa == "flash" else contextlib.nullcontext()
+    def step_context() -> contextlib.ExitStack:
+        # A fresh context per step: sdpa_kernel() is a generator context manager, which can be entered only once.
+        stack = contextlib.ExitStack()
+        if args.sdpa == "flash":
+            stack.enter_context(sdpa_kernel([SDPBackend.FLASH_ATTENTION]))
+        if args.engine == "ddp":
+            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        return stack
+
     timed, losses = 0.0, []
     torch.cuda.reset_peak_memory_stats(device)
     for step in range(args.steps):
         inputs = batch(args.micro, args.seq, args.tiles, device, generator)
         torch.cuda.synchronize(device)
         started = time.perf_counter()
-        with kernels, autocast:
+        with step_context():
             labels = inputs.pop("labels")
             logits = module(**inputs, use_cache=False).logits
             targets = labels[:, 1:]
@@ -186,7 +193,7 @@ def main() -> None:
         torch.cuda.synchronize(device)
         if step >= args.warmup:
             timed += time.perf_counter() - started
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     steps = args.steps - args.warmup
     tokens = args.micro * args.seq
     flops = counts.step_flops(tokens=tokens, squares=args.micro * args.seq**2, tiles=args.micro * args.tiles)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from PIL import Image
 from sailvl.model.build import build_preset
 from sailvl.model.checkpoint import export_checkpoint
 from sailvl.serve.app import build_app
-from sailvl.serve.engine import Engine
+from sailvl.serve.batching import Batcher
+from sailvl.serve.engine import Engine, GenerationRequest
 from sailvl.serve.openai import RequestError, decode_data_uri, parse_chat_request
 
 
@@ -179,3 +182,79 @@ def test_a_missing_checkpoint_exits_2(tmp_path: Path) -> None:
     result = subprocess.run([str(exe), "serve", "--model", str(tmp_path / "nope")], capture_output=True, text=True)
     assert result.returncode == 2
     assert "cannot load --model" in result.stderr
+
+
+# --- batching -------------------------------------------------------------------------------------------------
+
+
+def _generation(text: str, colours: list[tuple[int, int, int]], **extra: Any) -> GenerationRequest:
+    images = [decode_data_uri(_data_uri(c), "url") for c in colours]
+    content = "<image>\n" * len(images) + text
+    return GenerationRequest(messages=[{"role": "user", "content": content}], images=images, **extra)
+
+
+BATCH = [
+    _generation("What colour is it?", [(220, 20, 20)], max_tokens=12),
+    _generation("Describe the picture in detail, please.", [(20, 20, 220), (20, 220, 20)], max_tokens=6),
+    _generation("Say something.", [], max_tokens=16),
+    _generation("Two words.", [(120, 120, 120)], max_tokens=1, max_tiles=2),
+]
+
+
+def test_a_batch_answers_each_request_as_it_alone_would(engine: Engine) -> None:
+    alone = [engine.complete_batch([request])[0] for request in BATCH]
+    together = engine.complete_batch(BATCH)
+    assert together == alone
+    assert [c.completion_tokens <= r.max_tokens for c, r in zip(together, BATCH, strict=True)] == [True] * 4
+    assert len({c.prompt_tokens for c in together}) > 1  # the rows really were padded to one width
+
+
+def test_a_refused_prompt_does_not_fail_the_rest_of_its_batch(engine: Engine) -> None:
+    too_long = _generation("x " * (engine.max_model_len + 10), [], max_tokens=4)
+    results = engine.complete_batch([BATCH[0], too_long, BATCH[2]])
+    assert isinstance(results[1], ValueError) and str(results[1]).startswith("the prompt has")
+    assert results[0] == engine.complete_batch([BATCH[0]])[0] and results[2] == engine.complete_batch([BATCH[2]])[0]
+
+
+def test_sampled_requests_are_not_batched(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="greedy"):
+        engine.complete_batch([BATCH[0], replace(BATCH[2], temperature=0.7, seed=1)])
+    sampled = replace(BATCH[2], temperature=0.9, seed=3)
+    assert engine.complete_batch([sampled]) == engine.complete_batch([sampled])  # the seed fixes the answer
+
+
+async def test_the_batcher_takes_greedy_requests_together_and_keeps_sampled_ones_in_place(engine: Engine) -> None:
+    batcher = Batcher(engine, max_num_seqs=3)
+    loop = asyncio.get_running_loop()
+    greedy, sampled = BATCH[0], replace(BATCH[0], temperature=0.5)
+    queue = [greedy, sampled, greedy, greedy, greedy, sampled]
+    waiters = [(request, loop.create_future()) for request in queue]
+    waiters[2][1].cancel()  # its client went away
+    batcher._waiting.extend(waiters)
+    position = {id(future): i for i, (_, future) in enumerate(waiters)}
+    taken = [[position[id(future)] for _, future in batcher.take()] for _ in range(4)]
+    # 2 is dropped; 1 and 5 (sampled) keep their places behind the batch and then run alone.
+    assert taken == [[0, 3, 4], [1], [5], []]
+    assert not batcher._waiting
+    with pytest.raises(ValueError, match="max_num_seqs"):
+        Batcher(engine, max_num_seqs=0)
+
+
+async def test_concurrent_requests_are_answered_as_sequential_ones(engine: Engine) -> None:
+    client = TestClient(TestServer(build_app(engine, "tiny", max_num_seqs=4)))
+    await client.start_server()
+    bodies = [_request(text=f"Question {i}: what is it?" + " really" * i, temperature=0) for i in range(6)]
+
+    async def ask(body: dict[str, Any]) -> str:
+        response = await client.post("/v1/chat/completions", json=body)
+        assert response.status == 200, await response.text()
+        return str((await response.json())["choices"][0]["message"]["content"])
+
+    try:
+        sequential = [await ask(body) for body in bodies]
+        concurrent = await asyncio.gather(*(ask(body) for body in bodies))
+        assert list(concurrent) == sequential
+        metrics = await (await client.get("/metrics")).text()
+        assert 'vllm:num_requests_waiting{model_name="tiny"} 0.0' in metrics
+    finally:
+        await client.close()

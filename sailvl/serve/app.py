@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -11,12 +10,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from sailvl.serve.engine import Engine
+from sailvl.serve import DEFAULT_MAX_NUM_SEQS
+from sailvl.serve.batching import Batcher
+from sailvl.serve.engine import Engine, GenerationRequest
 from sailvl.serve.openai import RequestError, chat_response, models_response, parse_chat_request
 
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 NAME: web.AppKey[str] = web.AppKey("name", str)
 METRICS: web.AppKey[ServeMetrics] = web.AppKey("metrics", object)  # type: ignore[arg-type]
+BATCHER: web.AppKey[Batcher] = web.AppKey("batcher", Batcher)
 
 
 class ServeMetrics:
@@ -32,10 +34,18 @@ class ServeMetrics:
         self.latency = Histogram("vllm:e2e_request_latency_seconds", "Request latency.", labels, registry=self.registry)
         self.name = name
 
+    def queue(self, waiting: int, running: int) -> None:
+        self.waiting.labels(self.name).set(waiting)
+        self.running.labels(self.name).set(running)
 
-def build_app(engine: Engine, served_name: str) -> web.Application:
+
+def build_app(engine: Engine, served_name: str, *, max_num_seqs: int = DEFAULT_MAX_NUM_SEQS) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[ENGINE], app[NAME], app[METRICS] = engine, served_name, ServeMetrics(served_name)
+    metrics = ServeMetrics(served_name)
+    app[ENGINE], app[NAME], app[METRICS] = engine, served_name, metrics
+    app[BATCHER] = Batcher(engine, max_num_seqs=max_num_seqs, on_change=metrics.queue)
+    app.on_startup.append(_start_batcher)
+    app.on_cleanup.append(_stop_batcher)
     app.add_routes(
         [
             web.post("/v1/chat/completions", _chat),
@@ -45,6 +55,14 @@ def build_app(engine: Engine, served_name: str) -> web.Application:
         ]
     )
     return app
+
+
+async def _start_batcher(app: web.Application) -> None:
+    await app[BATCHER].start()
+
+
+async def _stop_batcher(app: web.Application) -> None:
+    await app[BATCHER].stop()
 
 
 async def _chat(request: web.Request) -> web.Response:
@@ -60,18 +78,18 @@ async def _chat(request: web.Request) -> web.Response:
             raise RequestError("model", f"this server serves {name!r}; found {chat.model!r}", status=404)
     except RequestError as err:
         return web.json_response(err.body(), status=err.status)
-    gauge_labels = metrics.waiting.labels(name)
-    gauge_labels.inc()
-    loop = asyncio.get_running_loop()
+    generation = GenerationRequest(
+        messages=chat.messages,
+        images=chat.images,
+        max_tokens=chat.max_tokens,
+        temperature=chat.temperature,
+        seed=chat.seed,
+        max_tiles=chat.max_tiles,
+    )
     try:
-        completion = await loop.run_in_executor(
-            None,
-            lambda: _run(engine, chat, metrics),
-        )
+        completion = await request.app[BATCHER].submit(generation)
     except ValueError as err:  # a prompt that cannot be built: placeholders, images, length
         return web.json_response(RequestError("messages", str(err)).body(), status=400)
-    finally:
-        gauge_labels.dec()
     metrics.prompt_tokens.labels(name).inc(completion.prompt_tokens)
     metrics.generation_tokens.labels(name).inc(completion.completion_tokens)
     metrics.latency.labels(name).observe(time.perf_counter() - started)
@@ -84,22 +102,6 @@ async def _chat(request: web.Request) -> web.Response:
             completion_tokens=completion.completion_tokens,
         )
     )
-
-
-def _run(engine: Engine, chat: Any, metrics: ServeMetrics) -> Any:
-    running = metrics.running.labels(metrics.name)
-    running.inc()
-    try:
-        return engine.complete(
-            chat.messages,
-            chat.images,
-            max_tokens=chat.max_tokens,
-            temperature=chat.temperature,
-            seed=chat.seed,
-            max_tiles=chat.max_tiles,
-        )
-    finally:
-        running.dec()
 
 
 async def _models(request: web.Request) -> web.Response:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sailvl.serve import DEFAULT_MAX_NUM_SEQS
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
@@ -22,6 +24,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--served-model-name", help="name requests use (default: the folder's name)")
     parser.add_argument("--max-model-len", type=int, help="longest prompt plus answer in tokens")
     parser.add_argument("--max-tiles", type=int, help="tiles per image unless a request sets max_tiles")
+    parser.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=DEFAULT_MAX_NUM_SEQS,
+        help="greedy requests generated together at most, as vLLM's option (default: %(default)s)",
+    )
     parser.set_defaults(func=_serve)
 
 
@@ -32,6 +40,9 @@ def _serve(args: argparse.Namespace) -> int:
     from sailvl.serve.app import build_app
     from sailvl.serve.engine import Engine
 
+    if args.max_num_seqs < 1:
+        print(f"sailvl serve: --max-num-seqs: expected at least 1; found {args.max_num_seqs}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     folder = Path(args.model)
     try:
@@ -40,5 +51,6 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"sailvl serve: cannot load --model {folder}: {err}", file=sys.stderr)
         return 2
     name = args.served_model_name or folder.name
-    web.run_app(build_app(engine, name), host=args.host, port=args.port, print=None, access_log=None)
+    app = build_app(engine, name, max_num_seqs=args.max_num_seqs)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
     return 0

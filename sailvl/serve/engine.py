@@ -1,15 +1,18 @@
 """The model behind the server: an exported checkpoint, prompts built by the training templates, greedy or
-sampled generation. One generation runs at a time (a CPU model is compute bound); waiting requests queue."""
+sampled generation. Greedy requests that wait together are generated as one left-padded batch (as vLLM batches
+them): on a CPU a tiny model's decoding is bound by per-step overhead, so a batch of eight costs little more than
+one request. A sampled request runs alone, so its `seed` gives the same answer whatever else is waiting."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from sailvl.data.templates import Renderer
+from sailvl.data.templates import Renderer, Sample
 from sailvl.data.tokens import END_OF_TEXT, IM_END
 from sailvl.model.checkpoint import load_checkpoint
 
@@ -20,6 +23,20 @@ class Completion:
     finish_reason: str  # "stop" or "length"
     prompt_tokens: int
     completion_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: list[dict[str, str]]
+    images: list[bytes]
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int | None = None
+    max_tiles: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
 
 
 class Engine:
@@ -54,36 +71,82 @@ class Engine:
         max_tiles: int | None = None,
     ) -> Completion:
         """Answer `messages`; raises ValueError for a prompt that cannot be built or does not fit."""
+        request = GenerationRequest(messages, images, max_tokens, temperature, seed, max_tiles)
+        (result,) = self.complete_batch([request])
+        if isinstance(result, ValueError):
+            raise result
+        return result
+
+    def complete_batch(self, requests: Sequence[GenerationRequest]) -> list[Completion | ValueError]:
+        """Answer several requests with one generation: greedy ones only, or a single sampled one.
+
+        Each result is the request's Completion, or the ValueError that refuses its prompt (the others still run).
+        """
+        if len(requests) > 1 and not all(r.greedy for r in requests):
+            raise ValueError("only greedy requests are generated together; a sampled request runs alone")
+        prompts: list[tuple[int, Sample, int]] = []  # (request index, prompt, new-token budget)
+        refused: dict[int, ValueError] = {}
+        for index, request in enumerate(requests):
+            try:
+                prompt, budget = self._prompt(request)
+            except ValueError as err:
+                refused[index] = err
+                continue
+            prompts.append((index, prompt, budget))
+        answered: dict[int, Completion] = {}
+        if prompts:
+            outputs = self._generate([p for _, p, _ in prompts], max(b for _, _, b in prompts), requests[0])
+            for (index, prompt, budget), output in zip(prompts, outputs, strict=True):
+                answered[index] = self._completion(output[:budget], len(prompt))
+        return [answered[i] if i in answered else refused[i] for i in range(len(requests))]
+
+    def _prompt(self, request: GenerationRequest) -> tuple[Sample, int]:
         renderer = self._renderer
-        if max_tiles is not None and max_tiles != self.tiler.max_tiles:
-            renderer = replace(renderer, tiler=replace(self.tiler, max_tiles=max_tiles))
-        prompt = renderer.prompt(messages, images)
+        if request.max_tiles is not None and request.max_tiles != self.tiler.max_tiles:
+            renderer = replace(renderer, tiler=replace(self.tiler, max_tiles=request.max_tiles))
+        prompt = renderer.prompt(request.messages, request.images)
         budget = self.max_model_len - len(prompt)
         if budget < 1:
             raise ValueError(f"the prompt has {len(prompt)} tokens; the model's length is {self.max_model_len}")
-        new_tokens = min(max_tokens, budget)
-        input_ids = torch.from_numpy(prompt.input_ids)[None]
+        return prompt, min(request.max_tokens, budget)
+
+    def _generate(self, prompts: list[Sample], new_tokens: int, first: GenerationRequest) -> list[list[int]]:
+        """Generated token ids per prompt; prompts of different lengths are padded on the left."""
+        width = max(len(p) for p in prompts)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.from_numpy(prompt.input_ids)
+            attention_mask[row, width - len(prompt) :] = 1
         kwargs = {
             "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
+            "attention_mask": attention_mask,
             "max_new_tokens": new_tokens,
             "eos_token_id": self._stop_ids,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "do_sample": temperature > 0,
+            "pad_token_id": pad_id,
+            "do_sample": not first.greedy,
         }
-        if prompt.pixel_values is not None:
-            kwargs["pixel_values"] = torch.from_numpy(prompt.pixel_values).to(self.model.dtype)
-        if temperature > 0:
-            kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+        # The model fills its image-token positions in row order, so the rows' tiles go in the same order.
+        tiles = [torch.from_numpy(p.pixel_values) for p in prompts if p.pixel_values is not None]
+        if tiles:
+            kwargs["pixel_values"] = torch.cat(tiles).to(self.model.dtype)
+        if not first.greedy:
+            kwargs.update(temperature=first.temperature, top_k=0, top_p=1.0)
         with self._lock, torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
-            output = self.model.generate(**kwargs)[0, input_ids.shape[1] :].tolist()
-        stopped = bool(output) and output[-1] in self._stop_ids
-        text = str(self.tokenizer.decode(output[:-1] if stopped else output, skip_special_tokens=True))
+            if first.seed is not None:
+                torch.manual_seed(first.seed)
+            output = self.model.generate(**kwargs)[:, width:]
+        return [row.tolist() for row in output]
+
+    def _completion(self, output: list[int], prompt_tokens: int) -> Completion:
+        """A row of generated ids cut at its first stop token (rows that stopped early go on as padding)."""
+        stop = next((i for i, token in enumerate(output) if token in self._stop_ids), None)
+        answer = output if stop is None else output[:stop]
+        text = str(self.tokenizer.decode(answer, skip_special_tokens=True))
         return Completion(
             text=text.strip(),
-            finish_reason="stop" if stopped else "length",
-            prompt_tokens=len(prompt),
-            completion_tokens=len(output),
+            finish_reason="length" if stop is None else "stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(output) if stop is None else stop + 1,
         )

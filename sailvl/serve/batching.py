@@ -25,6 +25,7 @@ class Batcher:
         self._waiting: deque[Waiter] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._running = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sailvl-serve-batcher")
@@ -43,7 +44,7 @@ class Batcher:
             raise RuntimeError("the batcher is not running")
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, future))
-        self._on_change(len(self._waiting), 0)
+        self._report()
         self._wake.set()
         return await future
 
@@ -74,7 +75,8 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            self._on_change(len(self._waiting), len(batch))
+            self._running = len(batch)
+            self._report()
             try:
                 results = await loop.run_in_executor(
                     None, self.engine.complete_batch, [request for request, _ in batch]
@@ -91,4 +93,8 @@ class Batcher:
                         future.set_result(result)
                     else:
                         future.set_exception(result)
-            self._on_change(len(self._waiting), 0)
+            self._running = 0
+            self._report()
+
+    def _report(self) -> None:
+        self._on_change(len(self._waiting), self._running)

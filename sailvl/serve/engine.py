@@ -95,7 +95,7 @@ class Engine:
             prompts.append((index, prompt, budget))
         answered: dict[int, Completion] = {}
         if prompts:
-            outputs = self._generate([p for _, p, _ in prompts], max(b for _, _, b in prompts), requests[0])
+            outputs = self._generate([p for _, p, _ in prompts], max(b for _, _, b in prompts), sampling=requests[0])
             for (index, prompt, budget), output in zip(prompts, outputs, strict=True):
                 answered[index] = self._completion(output[:budget], len(prompt))
         return [answered[i] if i in answered else refused[i] for i in range(len(requests))]
@@ -110,8 +110,9 @@ class Engine:
             raise ValueError(f"the prompt has {len(prompt)} tokens; the model's length is {self.max_model_len}")
         return prompt, min(request.max_tokens, budget)
 
-    def _generate(self, prompts: list[Sample], new_tokens: int, first: GenerationRequest) -> list[list[int]]:
-        """Generated token ids per prompt; prompts of different lengths are padded on the left."""
+    def _generate(self, prompts: list[Sample], new_tokens: int, *, sampling: GenerationRequest) -> list[list[int]]:
+        """Generated token ids per prompt; prompts of different lengths are padded on the left. `sampling` gives
+        the temperature and seed: those of the batch's only request, or greedy for all."""
         width = max(len(p) for p in prompts)
         pad_id = self.tokenizer.pad_token_id
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -125,17 +126,17 @@ class Engine:
             "max_new_tokens": new_tokens,
             "eos_token_id": self._stop_ids,
             "pad_token_id": pad_id,
-            "do_sample": not first.greedy,
+            "do_sample": not sampling.greedy,
         }
         # The model fills its image-token positions in row order, so the rows' tiles go in the same order.
         tiles = [torch.from_numpy(p.pixel_values) for p in prompts if p.pixel_values is not None]
         if tiles:
             kwargs["pixel_values"] = torch.cat(tiles).to(self.model.dtype)
-        if not first.greedy:
-            kwargs.update(temperature=first.temperature, top_k=0, top_p=1.0)
+        if not sampling.greedy:
+            kwargs.update(temperature=sampling.temperature, top_k=0, top_p=1.0)
         with self._lock, torch.inference_mode():
-            if first.seed is not None:
-                torch.manual_seed(first.seed)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
             output = self.model.generate(**kwargs)[:, width:]
         return [row.tolist() for row in output]
 

@@ -114,21 +114,40 @@ def reconcile(observation: Observation, settings: Settings) -> Plan:
     return _Reconciler(observation, settings).run()
 
 
-class DependencyGate:
+class ConditionKeeper:
+    """The status conditions and Events every reconciler keeps: set with transition detection, read, announce.
+    Subclasses hold `status` (with `.conditions`), `generation`, `now` and `plan` (with `.events`)."""
+
+    status: Any
+    generation: int | None
+    now: str
+    plan: Any
+
+    def condition(self, type_: str) -> Condition | None:
+        return find_condition(self.status.conditions, type_)
+
+    def is_true(self, type_: str) -> bool:
+        found = self.condition(type_)
+        return found is not None and found.status == "True"
+
+    def set(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> bool:
+        """Set a condition; True when its status or reason changed (a transition worth an Event)."""
+        before = self.condition(type_)
+        reason = reason if _REASON.match(reason) else c.REASON_JOB_FAILED
+        self.status.conditions = set_condition(
+            self.status.conditions, type_, status, reason, message, generation=self.generation, now=self.now
+        )
+        return before is None or (before.status, before.reason) != (status, reason)
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.plan.events.append(Event(type_, reason, message))
+
+
+class DependencyGate(ConditionKeeper):
     """What every reconciler does with the resources it refers to: wait for them, fail when one failed, and clear
     that failure when the dependency is retried. Subclasses keep the status and the plan."""
 
     obs: Any  # an observation with `.dependencies`
-    plan: Any  # a plan with `.result` and `.message`
-
-    def is_true(self, type_: str) -> bool:
-        raise NotImplementedError
-
-    def set(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> bool:
-        raise NotImplementedError
-
-    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        raise NotImplementedError
 
     def dependencies_ready(self) -> bool:
         waiting, failed = [], []
@@ -167,26 +186,6 @@ class _Reconciler(DependencyGate):
         self.status = current_status(observation.body)
         self.plan: Plan = Plan(status={})
         self.stage: TrainStage | None = None
-
-    # -- conditions and events ---------------------------------------------------------------------------
-    def condition(self, type_: str) -> Condition | None:
-        return find_condition(self.status.conditions, type_)
-
-    def is_true(self, type_: str) -> bool:
-        found = self.condition(type_)
-        return found is not None and found.status == "True"
-
-    def set(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> bool:
-        """Set a condition; True when its status or reason changed (a transition worth an Event)."""
-        before = self.condition(type_)
-        reason = reason if _REASON.match(reason) else c.REASON_JOB_FAILED
-        self.status.conditions = set_condition(
-            self.status.conditions, type_, status, reason, message, generation=self.generation, now=self.now
-        )
-        return before is None or (before.status, before.reason) != (status, reason)
-
-    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.plan.events.append(Event(type_, reason, message))
 
     # -- the decision -------------------------------------------------------------------------------------
     def run(self) -> Plan:

@@ -13,11 +13,11 @@ from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sailvl.api import ManifestError, Resource, parse_resource
 from sailvl.api import conditions as c
-from sailvl.api.conditions import Condition, ConditionStatus, derive_phase, find_condition, set_condition
+from sailvl.api.conditions import derive_phase
 from sailvl.api.meta import ResourceStatus
 from sailvl_operator.builders.meta import COMPONENT_LABEL, BuildError, vllm_name
 from sailvl_operator.builders.serving import (
@@ -144,26 +144,6 @@ class WorkloadReconciler(DependencyGate, Generic[R, S]):
     def unobserved(self) -> list[tuple[str, str]]:
         """(status field, key) pairs that hold only a model default, never an observation: left out of status."""
         return []
-
-    # -- conditions and events -----------------------------------------------------------------------------
-    def condition(self, type_: str) -> Condition | None:
-        return find_condition(self.status.conditions, type_)
-
-    def is_true(self, type_: str) -> bool:
-        found = self.condition(type_)
-        return found is not None and found.status == "True"
-
-    def set(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> bool:
-        """Set a condition; True when its status or reason changed (a transition worth an Event)."""
-        before = self.condition(type_)
-        reason = reason if _REASON.match(reason) else c.REASON_JOB_FAILED
-        self.status.conditions = set_condition(
-            self.status.conditions, type_, status, reason, message, generation=self.generation, now=self.now
-        )
-        return before is None or (before.status, before.reason) != (status, reason)
-
-    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.plan.events.append(Event(type_, reason, message))
 
     # -- the decision --------------------------------------------------------------------------------------
     def run(self) -> WorkloadPlan:

@@ -12,7 +12,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -129,26 +129,34 @@ def register_lifecycle(
         await ctl.client.close()
 
 
-def register_trainstages(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
-    """Converge a stage when it appears, changes or the operator starts, and again on a timer."""
-    stages = (API_GROUP, VERSION, "trainstages")
+def _register_convergence(
+    registry: kopf.OperatorRegistry,
+    ctl: Controller,
+    resources: tuple[str, str, str],
+    kind: str,
+    reconcile: Callable[[str, str], Awaitable[Any]],
+) -> None:
+    """Converge a resource when it appears, changes or the operator starts, and again on a timer.
+
+    `reconcile(namespace, name)` returns the plan it carried out (None when the resource is gone).
+    """
     settings = ctl.settings
 
-    @kopf.on.resume(*stages, id="converge", registry=registry)
-    @kopf.on.create(*stages, id="converge", registry=registry)
-    @kopf.on.update(*stages, id="converge", registry=registry)
+    @kopf.on.resume(*resources, id="converge", registry=registry)
+    @kopf.on.create(*resources, id="converge", registry=registry)
+    @kopf.on.update(*resources, id="converge", registry=registry)
     async def converge(namespace: str | None, name: str, **_: Any) -> None:
         try:
-            plan = await reconcile_stage(ctl, _ns(namespace), name)
+            plan = await reconcile(_ns(namespace), name)
         except ApiError as exc:
             raise kopf.TemporaryError(f"the API refused a request: {exc}", delay=10) from exc
         if plan is not None and plan.result == "invalid":
             raise kopf.PermanentError(f"invalid spec: {plan.message}")
         # Waiting for a dependency is a state (DependenciesReady=False), not a handler failure: the
-        # dependency's own events wake this stage, and the timer re-checks it.
+        # dependency's own events wake the resource, and the timer re-checks it.
 
     @kopf.timer(
-        *stages,
+        *resources,
         id="reconverge",
         interval=settings.timer_interval,
         initial_delay=jittered(settings.timer_interval),
@@ -157,9 +165,17 @@ def register_trainstages(registry: kopf.OperatorRegistry, ctl: Controller) -> No
     )
     async def reconverge(namespace: str | None, name: str, **_: Any) -> None:
         try:
-            await reconcile_stage(ctl, _ns(namespace), name)
+            await reconcile(_ns(namespace), name)
         except ApiError as exc:  # the next tick tries again
-            logger.warning("periodic reconcile of TrainStage %s/%s failed: %s", namespace, name, exc)
+            logger.warning("periodic reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
+
+
+def register_trainstages(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
+    """Converge a stage when it appears, changes or the operator starts, and on a timer; refresh its progress
+    while it runs."""
+    stages = (API_GROUP, VERSION, "trainstages")
+    settings = ctl.settings
+    _register_convergence(registry, ctl, stages, KIND, functools.partial(reconcile_stage, ctl))
 
     @kopf.timer(*stages, id="progress", interval=settings.progress_interval, when=is_running, registry=registry)
     async def progress(namespace: str | None, name: str, **_: Any) -> None:
@@ -214,32 +230,7 @@ def register_workload(registry: kopf.OperatorRegistry, ctl: Controller, kind: st
     """A CurationRun or an EvalSuite: converge on create, update and resume, and again on a timer (which also
     fails models that never become ready); its watch events keep the cache, the gauges and its dependents."""
     resources = (API_GROUP, VERSION, plural)
-    settings = ctl.settings
-
-    @kopf.on.resume(*resources, id="converge", registry=registry)
-    @kopf.on.create(*resources, id="converge", registry=registry)
-    @kopf.on.update(*resources, id="converge", registry=registry)
-    async def converge(namespace: str | None, name: str, **_: Any) -> None:
-        try:
-            plan = await reconcile_workload(ctl, kind, _ns(namespace), name)
-        except ApiError as exc:
-            raise kopf.TemporaryError(f"the API refused a request: {exc}", delay=10) from exc
-        if plan is not None and plan.result == "invalid":
-            raise kopf.PermanentError(f"invalid spec: {plan.message}")
-
-    @kopf.timer(
-        *resources,
-        id="reconverge",
-        interval=settings.timer_interval,
-        initial_delay=jittered(settings.timer_interval),
-        when=needs_timer,
-        registry=registry,
-    )
-    async def reconverge(namespace: str | None, name: str, **_: Any) -> None:
-        try:
-            await reconcile_workload(ctl, kind, _ns(namespace), name)
-        except ApiError as exc:  # the next tick tries again
-            logger.warning("periodic reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
+    _register_convergence(registry, ctl, resources, kind, functools.partial(reconcile_workload, ctl, kind))
 
     @kopf.on.event(*resources, id=f"{plural}-event", registry=registry)
     async def resource_event(event: kopf.RawEvent, type: str, namespace: str | None, name: str, **_: Any) -> None:

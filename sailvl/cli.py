@@ -16,6 +16,7 @@ from pathlib import Path
 from sailvl import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "sailvl.model.cli",
     "sailvl.train.cli",
     "sailvl.serve.cli",
     "sailvl.curate.cli",

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from sailvl.eval.client import ChatClient, RequestRejected, RetryPolicy, ServerUnavailable, user_message
+from sailvl.eval.client import ChatClient, RequestRejected, RetryPolicy, ServerUnavailable, tiles_kwargs, user_message
 from tests.eval_files import png
 
 FAST = RetryPolicy(attempts=4, initial_delay=0.01, max_delay=0.02, timeout=10)
@@ -111,9 +111,9 @@ async def test_images_travel_as_data_uris_before_the_text(serve: Callable[[Recor
     recorder = Recorder(lambda call: _ok())
     url = await serve(recorder)
     async with ChatClient(url, concurrency=1, retry=FAST) as client:
-        await client.chat([user_message("what?", [png(1)])], model="m", max_tokens=3, extra={"max_tiles": 12})
+        await client.chat([user_message("what?", [png(1)])], model="m", max_tokens=3, extra=tiles_kwargs(12))
     body = recorder.bodies[0]
-    assert body["max_tiles"] == 12 and body["temperature"] == 0.0 and body["max_tokens"] == 3
+    assert body["mm_processor_kwargs"] == {"max_patches": 12} and body["temperature"] == 0.0 and body["max_tokens"] == 3
     image, text = body["messages"][0]["content"]
     prefix = "data:image/png;base64,"
     assert image["image_url"]["url"].startswith(prefix)

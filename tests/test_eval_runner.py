@@ -81,9 +81,9 @@ def test_synthetic_suite_scores_exactly(tmp_path: Path, capsys: pytest.CaptureFi
         env = {"SAILVL_MODEL_URL_MODEL": stub.url, "SAILVL_TERMINATION_LOG": str(termination)}
         assert main(str(spec), env=env, retry=FAST) == 0
     assert len(stub.requests) == 40
-    tiles = {body["max_tiles"] for text, _, body in stub.requests if "What word" not in text}
+    tiles = {body["mm_processor_kwargs"]["max_patches"] for text, _, body in stub.requests if "What word" not in text}
     assert tiles == {4}
-    assert {body["max_tiles"] for text, _, body in stub.requests if "What word" in text} == {9}
+    assert {body["mm_processor_kwargs"]["max_patches"] for text, _, body in stub.requests if "What word" in text} == {9}
     assert {body["model"] for _, _, body in stub.requests} == {"model"}
     message = json.loads(termination.read_text())
     assert message["results"] == EXPECTED

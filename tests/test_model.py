@@ -286,7 +286,7 @@ def _inputs(built: BuiltModel) -> dict[str, torch.Tensor]:
     text = built.tokenizer.apply_chat_template(
         [{"role": "user", "content": "<image>\nwhat shapes?"}], tokenize=False, add_generation_prompt=True
     )
-    text = text.replace("<image>", built.image_tokens(image))
+    text = text.replace(IMG_CONTEXT, built.image_tokens(image), 1)  # the template writes the image as IMG_CONTEXT
     ids = built.tokenizer(text, return_tensors="pt")["input_ids"]
     return {"input_ids": ids, "pixel_values": torch.from_numpy(built.tiler(image))}
 
@@ -308,7 +308,9 @@ def test_export_then_from_pretrained_gives_identical_logits(tmp_path: Path) -> N
     image_processor = AutoImageProcessor.from_pretrained(folder)
     assert type(image_processor).__name__ == "GotOcr2ImageProcessorPil"
     assert json.loads((folder / "processor_config.json").read_text())["image_seq_length"] == 64
-    assert reloaded.generation_config.eos_token_id == built.tokenizer.eos_token_id
+    # Generation stops at the end of turn and at <|endoftext|>, as vLLM reads the ids from generation_config.json.
+    stops = [built.tokenizer.eos_token_id, built.tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    assert reloaded.generation_config.eos_token_id == stops
 
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (250, 420, 3), dtype=np.uint8))
     processed = image_processor(image, crop_to_patches=True, return_tensors="np")["pixel_values"]

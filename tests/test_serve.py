@@ -133,10 +133,13 @@ async def test_an_undecodable_image_is_a_400(engine: Engine) -> None:
 
 
 def test_parse_keeps_images_in_order_with_placeholders() -> None:
-    chat = parse_chat_request(_request(max_tiles=2), default_max_tokens=16)
+    chat = parse_chat_request(_request(mm_processor_kwargs={"max_patches": 2}), default_max_tokens=16)
     assert chat.messages == [{"role": "user", "content": "<image>\nWhat colour is it?"}]
     assert len(chat.images) == 1 and chat.images[0].startswith(b"\x89PNG")
-    assert chat.max_tiles == 2
+    assert chat.max_tiles == 2 and not chat.return_token_ids
+    for kwargs, field in [({"max_patches": 0}, "max_patches"), ({"min_patches": 1}, "min_patches"), (3, "")]:
+        with pytest.raises(RequestError, match=rf"mm_processor_kwargs{'.' + field if field else ''}:"):
+            parse_chat_request(_request(mm_processor_kwargs=kwargs), default_max_tokens=16)
     with pytest.raises(RequestError):
         decode_data_uri("data:image/png;base64,@@@", "x")
 

@@ -87,12 +87,15 @@ def test_chat_template_writes_chatml() -> None:
     ]
     assert tok.apply_chat_template(messages, tokenize=False) == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-        "<|im_start|>user\n<image>\nWhat shape is this?<|im_end|>\n"
+        "<|im_start|>user\n<IMG_CONTEXT>\nWhat shape is this?<|im_end|>\n"
         "<|im_start|>assistant\nA circle.<|im_end|>\n"
     )
+    # An OpenAI image part (as vLLM hands it to the template) renders exactly as the record's placeholder does.
     parts: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Count."}]}]
     prompt = tok.apply_chat_template(parts, tokenize=False, add_generation_prompt=True)
-    assert prompt == "<|im_start|>user\n<image>\nCount.<|im_end|>\n<|im_start|>assistant\n"
+    assert prompt == "<|im_start|>user\n<IMG_CONTEXT>\nCount.<|im_end|>\n<|im_start|>assistant\n"
+    string = [{"role": "user", "content": "<image>\nCount."}]
+    assert tok.apply_chat_template(string, tokenize=False, add_generation_prompt=True) == prompt
 
 
 def test_save_and_reload_with_transformers(tmp_path: Path) -> None:

@@ -10,6 +10,11 @@ from sailvl.api.base import ApiModel, CelRule, FieldError, Quantity, ResourceNam
 from sailvl.api.uris import Uri, is_synthetic
 
 DataFormat = Literal["parquet", "jsonl", "webdataset"]
+Precision = Literal["bf16", "fp32"]
+ServingDType = Literal["auto", "bfloat16", "float16", "float32"]
+EXPORT_DTYPES: dict[str, str] = {"bf16": "bfloat16", "fp32": "float32"}
+"""The dtype a TrainStage of each precision stores its exported weights in, whatever hardware it ran on; the
+checkpoint declares it in config.json and is served in it."""
 
 
 class ModelRef(ApiModel):
@@ -130,6 +135,11 @@ class ServingRuntime(PodRuntime):
     """vLLM `--tensor-parallel-size`; must divide gpusPerReplica when GPUs are used."""
     max_model_len: int | None = Field(default=None, ge=128, le=1048576)
     """vLLM `--max-model-len`: the longest prompt plus answer, in tokens. Default: the model's own."""
+    dtype: ServingDType = "auto"
+    """The dtype the weights are served in (vLLM `--dtype`). `auto`: the dtype the checkpoint was exported in; for a
+    model that names a TrainStage that is the stage's precision (bf16 → bfloat16, fp32 → float32), passed to the
+    server explicitly. For a `uri` model `auto` is left to the server, and vLLM serves a float32 checkpoint in a
+    16-bit type: set float32 to serve such a checkpoint as stored."""
     extra_args: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(default_factory=list, max_length=64)
     """Further `vllm serve` arguments, passed as given (e.g. `--gpu-memory-utilization=0.92`)."""
 
@@ -150,6 +160,14 @@ class ServingRuntime(PodRuntime):
                 f"must divide gpusPerReplica ({self.gpus_per_replica}); found {self.tensor_parallel_size}",
             )
         return self
+
+
+def served_dtype(runtime: ServingRuntime, stage_precision: str | None) -> str:
+    """The `--dtype` a model is served with: the one asked for, else the precision of the stage that exported it
+    (`stage_precision`, None for a `uri` model), else `auto`."""
+    if runtime.dtype != "auto":
+        return runtime.dtype
+    return EXPORT_DTYPES[stage_precision] if stage_precision is not None else "auto"
 
 
 class Serving(ServingRuntime):

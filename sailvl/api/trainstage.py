@@ -17,7 +17,7 @@ from sailvl.api.base import (
     exactly_one,
     no_repeats,
 )
-from sailvl.api.common import DataRef, ModelRef, Runtime
+from sailvl.api.common import DataRef, ModelRef, Precision, Runtime
 from sailvl.api.meta import Resource, ResourceStatus
 from sailvl.api.uris import Uri
 
@@ -267,8 +267,9 @@ class TrainStageSpec(ApiModel):
     """AdamW and the learning-rate schedule."""
     batch: Batch
     """Batch sizes."""
-    precision: Literal["bf16", "fp32"] = "bf16"
-    """bf16 (mixed precision, GPU) or fp32."""
+    precision: Precision = "bf16"
+    """bf16 (mixed precision on GPUs; a CPU computes in fp32) or fp32. The exported checkpoint stores its weights in
+    this precision (bfloat16 or float32), declares it in config.json and is served in it."""
     parallelism: Parallelism = Field(default_factory=Parallelism)
     """The distribution engine."""
     checkpoint: Checkpointing

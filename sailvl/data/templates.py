@@ -1,10 +1,10 @@
 """Records to token sequences: the `caption`, `chat` and `text` templates, with loss masks and image tokens.
 
-Prompts are rendered with the tokenizer's own chat template (ChatML for the presets), so training sees exactly
-the text a served model is prompted with. Labels are IGNORE_INDEX everywhere but what the model must learn:
-the assistant turns (their text and the closing `<|im_end|>`) for `chat` and `caption`, every token for `text`.
-Each `<image>` placeholder becomes `<img>` + `<IMG_CONTEXT>` x (tokens per tile x tiles) + `</img>`, inserted as
-ids, never through the tokenizer.
+Prompts follow the layout of `sailvl.data.chat`: the record's `<image>` placeholders are handed to the tokenizer's
+chat template as `<IMG_CONTEXT>`, and each `<IMG_CONTEXT>` of the rendered text becomes `<img>` + `<IMG_CONTEXT>` x
+(tokens per tile x tiles) + `</img>`, inserted as ids, never through the tokenizer: the tokens vLLM's InternVL
+processor gives a served model. Labels are IGNORE_INDEX everywhere but what the model must learn: the assistant
+turns (their text and the closing `<|im_end|>`) for `chat` and `caption`, every token for `text`.
 
 Too long (more than `max_length` tokens) is handled by one documented rule: the sequence is cut at
 `max_length`; when the cut falls inside an image's tokens it moves back to before that image, which is dropped
@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from transformers import PreTrainedTokenizerBase
 
+from sailvl.data.chat import prompt_content
 from sailvl.data.records import Record
 from sailvl.data.tiling import Tiler
 from sailvl.data.tokens import END_OF_TEXT, IGNORE_INDEX, IMAGE_PLACEHOLDER, IMG_CONTEXT, IMG_END, IMG_START
@@ -81,7 +82,10 @@ class Renderer:
         messages = self._messages(record)
         pieces = _supervised_pieces(self.tokenizer, messages)
         tiles = [self._tile(record, i, image) for i, image in enumerate(record.images)]
-        ids, labels, spans = self._encode(pieces, [t.shape[0] for t in tiles])
+        try:
+            ids, labels, spans = self._encode(pieces, [t.shape[0] for t in tiles])
+        except ValueError as err:  # the text itself holds image tokens
+            raise SampleDropped(record.id, "image_placeholder_mismatch", str(err)) from None
         return self._fit(record.id, ids, labels, spans, tiles)
 
     def prompt(self, messages: list[dict[str, str]], images: Sequence[bytes]) -> Sample:
@@ -161,8 +165,10 @@ class Renderer:
         labels: list[int] = []
         spans: list[tuple[int, int]] = []
         for text, supervised in pieces:
-            for k, chunk in enumerate(text.split(IMAGE_PLACEHOLDER)):
-                if k > 0:  # an image goes where the placeholder was
+            for k, chunk in enumerate(text.split(IMG_CONTEXT)):
+                if k > 0:  # an image goes where the template wrote its token
+                    if len(spans) == len(tiles):
+                        raise ValueError(f"the rendered prompt has more {IMG_CONTEXT} than the {len(tiles)} images")
                     n = tiles[len(spans)] * self.tokens_per_tile
                     span = [start_id, *([context_id] * n), end_id]
                     spans.append((len(ids), len(ids) + len(span)))
@@ -172,6 +178,8 @@ class Renderer:
                     chunk_ids = cast(list[int], self.tokenizer.encode(chunk, add_special_tokens=False))
                     ids += chunk_ids
                     labels += chunk_ids if supervised else [IGNORE_INDEX] * len(chunk_ids)
+        if len(spans) != len(tiles):
+            raise ValueError(f"the rendered prompt has {len(spans)} {IMG_CONTEXT} tokens for {len(tiles)} images")
         return ids, labels, spans
 
     def _fit(
@@ -238,6 +246,7 @@ def _supervised_pieces(tokenizer: PreTrainedTokenizerBase, messages: list[dict[s
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
     if not messages:
         return ""
+    messages = [{**m, "content": prompt_content(m["content"])} for m in messages]
     rendered: Any = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     return str(rendered)
 

@@ -22,6 +22,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokeniz
 from tokenizers.models import BPE
 from transformers import PreTrainedTokenizerFast
 
+from sailvl.data.chat import CHAT_TEMPLATE
 from sailvl.data.synthetic.generator import text_corpus
 from sailvl.data.tokens import END_OF_TEXT, IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START
 
@@ -30,20 +31,6 @@ SPECIAL_TOKENS = (END_OF_TEXT, IM_START, IM_END, IMG_START, IMG_END, IMG_CONTEXT
 VOCAB_SIZE = 1024  # bytes + merges + special tokens, exactly: small enough for a ~1M-parameter model
 CORPUS_SCENES = 300
 CORPUS_SEED = 0
-# ChatML as Qwen2 writes it. Content may be a string (records, `<image>` placeholders included) or a list of parts
-# as transformers' processors pass it ({"type": "image"} becomes the placeholder).
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}{{- '<image>\\n' -}}"
-    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
 
 
 def build_tiny_tokenizer() -> PreTrainedTokenizerFast:

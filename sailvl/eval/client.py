@@ -52,6 +52,12 @@ def image_part(data: bytes) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+def tiles_kwargs(max_tiles: int) -> dict[str, Any]:
+    """The request field that sets the tiles per image: `mm_processor_kwargs.max_patches`, which vLLM's InternVL
+    processor reads (its server must run with `--trust-request-mm-kwargs`) and `sailvl serve` takes too."""
+    return {"mm_processor_kwargs": {"max_patches": max_tiles}}
+
+
 def user_message(text: str, images: Sequence[bytes] = ()) -> dict[str, Any]:
     """One user turn: the images first (as InternVL-style models expect `<image>` before the text), then the text."""
     if not images:

@@ -21,7 +21,7 @@ from typing import Any
 from sailvl.api.evalsuite import EvalSuiteSpec
 from sailvl.eval import registry
 from sailvl.eval.base import Benchmark, Grade, Score
-from sailvl.eval.client import ChatClient, RequestRejected, RetryPolicy, user_message
+from sailvl.eval.client import ChatClient, RequestRejected, RetryPolicy, tiles_kwargs, user_message
 from sailvl.eval.exporter import EvalMetrics
 from sailvl.eval.items import Item
 from sailvl.eval.judge import Judge
@@ -213,7 +213,7 @@ async def _ask(benchmark: Benchmark, client: ChatClient, model: str, request: Re
     record: dict[str, Any] = {"index": request.item.index, "key": request.key}
     try:
         reply = await client.chat(
-            [message], model=model, max_tokens=benchmark.max_tokens, extra={"max_tiles": request.max_tiles}
+            [message], model=model, max_tokens=benchmark.max_tokens, extra=tiles_kwargs(request.max_tiles)
         )
     except RequestRejected as exc:
         log.warning("%s item %s: the server refused it (%s)", benchmark.name, request.item.index, exc)

@@ -28,8 +28,9 @@ from transformers import (
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
 
 from sailvl.api.trainstage import ModelSpec
+from sailvl.data.chat import with_chat_template
 from sailvl.data.tiling import Tiler
-from sailvl.data.tokens import IMG_CONTEXT
+from sailvl.data.tokens import END_OF_TEXT, IMG_CONTEXT
 from sailvl.data.uris import PvcRoot, local_folder
 from sailvl.model.checkpoint import BuiltModel, ModelLoadError, load_checkpoint, read_model_type
 from sailvl.model.components import check_every_parameter_assigned
@@ -53,7 +54,27 @@ def build_model(
     `tokenizer` replaces the project's tokenizer for a preset without a language checkpoint; `device="meta"` builds
     a preset without allocating weights (to count parameters); `seed` makes random initialisation reproducible
     without touching the global random state.
+
+    Whatever the source, the tokenizer gets sailvl's chat template (`sailvl.data.chat`): every model sailvl trains
+    and exports speaks one prompt layout, the one vLLM's InternVL processor expects.
     """
+    built = _build(
+        spec, init_uri=init_uri, tokenizer=tokenizer, pvc_root=pvc_root, dtype=dtype, device=device, seed=seed
+    )
+    with_chat_template(built.tokenizer)
+    return built
+
+
+def _build(
+    spec: ModelSpec,
+    *,
+    init_uri: str | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    pvc_root: PvcRoot,
+    dtype: torch.dtype,
+    device: str | torch.device | None,
+    seed: int | None,
+) -> BuiltModel:
     if spec.init is not None:
         uri = init_uri or spec.init.uri
         if uri is None:
@@ -186,9 +207,15 @@ def _image_token_id(tokenizer: PreTrainedTokenizerBase, what: str) -> int:
 
 
 def _set_generation_tokens(model: InternVLForConditionalGeneration, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Generation stops at the tokenizer's end of turn and pads with its pad token (serving needs both)."""
-    if tokenizer.eos_token_id is not None:
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    """Generation stops at the tokenizer's end of turn (and at `<|endoftext|>`, as Qwen2's chat models do) and pads
+    with its pad token. vLLM and `sailvl serve` both stop at exactly these ids, read from generation_config.json."""
+    stops = [
+        tokenizer.eos_token_id,
+        tokenizer.convert_tokens_to_ids(END_OF_TEXT) if END_OF_TEXT in tokenizer.get_vocab() else None,
+    ]
+    stops = list(dict.fromkeys(s for s in stops if isinstance(s, int)))
+    if stops:
+        model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     if tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 

@@ -128,6 +128,17 @@ def image_processor_for(tiler: Tiler) -> GotOcr2ImageProcessorPil:
     )
 
 
+def write_processing_files(built: BuiltModel, folder: Path, *, chat_template: str | None = None) -> None:
+    """What turns requests into the model's inputs: the tokenizer (with its chat template), the image processor
+    config and `processor_config.json` (the InternVL processor and its tokens per tile)."""
+    built.tokenizer.save_pretrained(folder)
+    image_processor_for(built.tiler).save_pretrained(folder)
+    processor = {"processor_class": "InternVLProcessor", "image_seq_length": built.tokens_per_tile}
+    (folder / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+    if chat_template is not None:
+        (folder / "chat_template.jinja").write_text(chat_template)
+
+
 def export_checkpoint(
     built: BuiltModel, folder: str | Path, *, chat_template: str | None = None, overwrite: bool = False
 ) -> Path:
@@ -138,13 +149,8 @@ def export_checkpoint(
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        built.model.save_pretrained(partial)
-        built.tokenizer.save_pretrained(partial)
-        image_processor_for(built.tiler).save_pretrained(partial)
-        processor = {"processor_class": "InternVLProcessor", "image_seq_length": built.tokens_per_tile}
-        (partial / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
-        if chat_template is not None:
-            (partial / "chat_template.jinja").write_text(chat_template)
+        built.model.save_pretrained(partial)  # weights, config.json (with the dtype they are stored in), generation
+        write_processing_files(built, partial, chat_template=chat_template)
         if folder.exists():
             retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
             folder.rename(retired)

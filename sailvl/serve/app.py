@@ -98,8 +98,9 @@ async def _chat(request: web.Request) -> web.Response:
             model=name,
             text=completion.text,
             finish_reason=completion.finish_reason,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
+            prompt_token_ids=completion.prompt_token_ids,
+            token_ids=completion.token_ids,
+            return_token_ids=chat.return_token_ids,
         )
     )
 

@@ -23,7 +23,16 @@ def register(sub: Any) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--served-model-name", help="name requests use (default: the folder's name)")
     parser.add_argument("--max-model-len", type=int, help="longest prompt plus answer in tokens")
-    parser.add_argument("--max-tiles", type=int, help="tiles per image unless a request sets max_tiles")
+    parser.add_argument(
+        "--max-tiles", type=int, help="tiles per image unless a request sets mm_processor_kwargs.max_patches"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "bfloat16", "float16", "float32"),
+        default="auto",
+        help="dtype the weights are served in, as vLLM's option; auto: what the checkpoint's config.json declares "
+        "(default: %(default)s)",
+    )
     parser.add_argument(
         "--max-num-seqs",
         type=int,
@@ -46,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     folder = Path(args.model)
     try:
-        engine = Engine(folder, max_model_len=args.max_model_len, max_tiles=args.max_tiles)
+        engine = Engine(folder, max_model_len=args.max_model_len, max_tiles=args.max_tiles, dtype=args.dtype)
     except (ModelLoadError, OSError) as err:
         print(f"sailvl serve: cannot load --model {folder}: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ one request. A sampled request runs alone, so its `seed` gives the same answer w
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -13,16 +14,24 @@ from pathlib import Path
 import torch
 
 from sailvl.data.templates import Renderer, Sample
-from sailvl.data.tokens import END_OF_TEXT, IM_END
-from sailvl.model.checkpoint import load_checkpoint
+from sailvl.model.checkpoint import ModelLoadError, load_checkpoint
 
 
 @dataclass(frozen=True)
 class Completion:
     text: str
     finish_reason: str  # "stop" or "length"
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    """The generated ids, the stop token included (as vLLM returns and counts them)."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
 
 
 @dataclass(frozen=True)
@@ -40,8 +49,18 @@ class GenerationRequest:
 
 
 class Engine:
-    def __init__(self, folder: str | Path, *, max_model_len: int | None = None, max_tiles: int | None = None) -> None:
-        built = load_checkpoint(Path(folder), max_tiles=max_tiles)
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        max_model_len: int | None = None,
+        max_tiles: int | None = None,
+        dtype: str = "auto",
+    ) -> None:
+        """`dtype` (bfloat16, float16, float32, or auto: what the checkpoint's config.json declares) is the dtype
+        the weights are served in, as vLLM's `--dtype`."""
+        self.dtype = declared_dtype(Path(folder)) if dtype == "auto" else dtype
+        built = load_checkpoint(Path(folder), max_tiles=max_tiles, dtype=getattr(torch, self.dtype))
         self.model = built.model
         self.model.train(False)  # inference: no dropout
         self.tokenizer = built.tokenizer
@@ -55,9 +74,10 @@ class Engine:
             tokens_per_tile=built.tokens_per_tile,
             max_length=self.max_model_len,
         )
-        self._stop_ids = [
-            i for i in (self.tokenizer.convert_tokens_to_ids(t) for t in (IM_END, END_OF_TEXT)) if isinstance(i, int)
-        ]
+        # Where vLLM stops too: the generation config's end-of-sequence ids, and the tokenizer's own.
+        stops = self.model.generation_config.eos_token_id
+        stops = [*(stops if isinstance(stops, list) else [stops]), self.tokenizer.eos_token_id]
+        self._stop_ids = list(dict.fromkeys(int(i) for i in stops if i is not None))
         self._lock = threading.Lock()
 
     def complete(
@@ -97,7 +117,7 @@ class Engine:
         if prompts:
             outputs = self._generate([p for _, p, _ in prompts], max(b for _, _, b in prompts), sampling=requests[0])
             for (index, prompt, budget), output in zip(prompts, outputs, strict=True):
-                answered[index] = self._completion(output[:budget], len(prompt))
+                answered[index] = self._completion(output[:budget], prompt.input_ids.tolist())
         return [answered[i] if i in answered else refused[i] for i in range(len(requests))]
 
     def _prompt(self, request: GenerationRequest) -> tuple[Sample, int]:
@@ -140,14 +160,25 @@ class Engine:
             output = self.model.generate(**kwargs)[:, width:]
         return [row.tolist() for row in output]
 
-    def _completion(self, output: list[int], prompt_tokens: int) -> Completion:
-        """A row of generated ids cut at its first stop token (rows that stopped early go on as padding)."""
+    def _completion(self, output: list[int], prompt_ids: list[int]) -> Completion:
+        """A row of generated ids cut after its first stop token (rows that stopped early go on as padding); the
+        text is the answer before it, decoded as vLLM decodes (special tokens skipped, nothing stripped)."""
         stop = next((i for i, token in enumerate(output) if token in self._stop_ids), None)
         answer = output if stop is None else output[:stop]
-        text = str(self.tokenizer.decode(answer, skip_special_tokens=True))
         return Completion(
-            text=text.strip(),
+            text=str(self.tokenizer.decode(answer, skip_special_tokens=True)),
             finish_reason="length" if stop is None else "stop",
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(output) if stop is None else stop + 1,
+            prompt_token_ids=prompt_ids,
+            token_ids=output if stop is None else output[: stop + 1],
         )
+
+
+def declared_dtype(folder: Path) -> str:
+    """The dtype a checkpoint's config.json declares its weights in (float32 when it declares none)."""
+    config = (
+        json.loads((folder / "config.json").read_text(encoding="utf-8")) if (folder / "config.json").is_file() else {}
+    )
+    declared = config.get("dtype", config.get("torch_dtype")) or "float32"
+    if declared not in ("bfloat16", "float16", "float32"):
+        raise ModelLoadError(f"{folder}/config.json: dtype: expected bfloat16, float16 or float32; found {declared!r}")
+    return str(declared)

@@ -37,6 +37,10 @@ class ChatRequest:
     temperature: float
     seed: int | None
     max_tiles: int | None
+    """`mm_processor_kwargs.max_patches`, the field vLLM's InternVL processor reads: tiles per image, thumbnail
+    excluded (None: the server's own)."""
+    return_token_ids: bool
+    """Answer with the prompt's and the completion's token ids too (vLLM's `return_token_ids`)."""
 
 
 def parse_chat_request(body: Any, *, default_max_tokens: int) -> ChatRequest:
@@ -65,11 +69,10 @@ def parse_chat_request(body: Any, *, default_max_tokens: int) -> ChatRequest:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise RequestError("seed", f"expected an integer; found {seed!r}")
-    max_tiles = body.get("max_tiles")
-    if max_tiles is not None and (
-        isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or not 1 <= max_tiles <= 64
-    ):
-        raise RequestError("max_tiles", f"expected an integer from 1 to 64; found {max_tiles!r}")
+    max_tiles = _max_patches(body.get("mm_processor_kwargs"))
+    return_token_ids = body.get("return_token_ids", False)
+    if not isinstance(return_token_ids, bool):
+        raise RequestError("return_token_ids", f"expected true or false; found {return_token_ids!r}")
     if body.get("stream"):
         raise RequestError(
             "stream", "streaming is not supported by sailvl serve; send stream: false", code="not_supported"
@@ -85,7 +88,23 @@ def parse_chat_request(body: Any, *, default_max_tokens: int) -> ChatRequest:
         temperature=float(temperature),
         seed=seed,
         max_tiles=max_tiles,
+        return_token_ids=return_token_ids,
     )
+
+
+def _max_patches(kwargs: Any) -> int | None:
+    """The tile limit in vLLM's `mm_processor_kwargs` (the only processor setting this server takes)."""
+    if kwargs is None:
+        return None
+    if not isinstance(kwargs, dict):
+        raise RequestError("mm_processor_kwargs", f"expected an object; found {kwargs!r:.80}")
+    unknown = sorted(set(kwargs) - {"max_patches"})
+    if unknown:
+        raise RequestError(f"mm_processor_kwargs.{unknown[0]}", "not supported; this server takes max_patches only")
+    value = kwargs.get("max_patches")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64):
+        raise RequestError("mm_processor_kwargs.max_patches", f"expected an integer from 1 to 64; found {value!r}")
+    return value
 
 
 def _content(content: Any, where: str, images: list[bytes]) -> str:
@@ -123,20 +142,36 @@ def decode_data_uri(url: Any, param: str) -> bytes:
 
 
 def chat_response(
-    *, model: str, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+    *,
+    model: str,
+    text: str,
+    finish_reason: str,
+    prompt_token_ids: list[int],
+    token_ids: list[int],
+    return_token_ids: bool = False,
 ) -> dict[str, Any]:
-    return {
+    """A chat completion as vLLM writes one; with `return_token_ids`, the token ids where vLLM puts them."""
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": finish_reason,
+    }
+    body: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
+        "choices": [choice],
         "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens": len(prompt_token_ids),
+            "completion_tokens": len(token_ids),
+            "total_tokens": len(prompt_token_ids) + len(token_ids),
         },
     }
+    if return_token_ids:
+        choice["token_ids"] = token_ids
+        body["prompt_token_ids"] = prompt_token_ids
+    return body
 
 
 def models_response(name: str, max_model_len: int) -> dict[str, Any]:

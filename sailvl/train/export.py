@@ -1,8 +1,10 @@
 """The stage's result: `<uri>/final/`, a Hugging Face InternVL folder that transformers and vLLM load as it is.
 
 It holds what `sailvl.model.checkpoint.export_checkpoint` writes (model, tokenizer, image processor and processor
-configs) plus the resolved spec as `sailvl_stage.json`, and appears in one rename once all of it is written: a
-`final/` folder exists only after a complete run.
+configs) plus the resolved spec as `sailvl_stage.json`, and appears in one rename once all of it is written and
+`sailvl check-export` finds nothing wrong with it: a `final/` folder exists only after a complete run, and only as
+an export vLLM serves as trained. The weights are stored in the stage's precision (`EXPORT_DTYPES`), whatever the
+hardware computed in, so a checkpoint is served in the same dtype on a laptop and on a cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from sailvl.model.checkpoint import BuiltModel, export_checkpoint
+from sailvl.model.export_check import assert_export
 
 FINAL = "final"
 STAGE_FILE = "sailvl_stage.json"
@@ -36,6 +39,7 @@ def export_final(
             staging / FINAL,
         )
         (folder / STAGE_FILE).write_text(json.dumps(stage, indent=2) + "\n", encoding="utf-8")
+        assert_export(folder)  # a broken export fails the stage here, not a CurationRun three steps later
         final = root / FINAL
         if final.exists():  # exported by an attempt that died before reporting; this export replaces it
             retired = root / f".{FINAL}.old-{uuid.uuid4().hex[:8]}"

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from sailvl.api.common import EXPORT_DTYPES
 from sailvl.api.trainstage import TrainStage, TrainStageSpec
 from sailvl.api.uris import scheme_of
 from sailvl.data.uris import resolve_uri
 from sailvl.model.build import build_model
 from sailvl.model.checkpoint import BuiltModel
 from sailvl.model.components import set_trainable
+from sailvl.model.export_check import ExportCheckError
 from sailvl.train.checkpoint import CheckpointStore
 from sailvl.train.data import Prefetcher, StageData, StepBatch
 from sailvl.train.distributed import Distributed, init_distributed
@@ -211,9 +213,11 @@ def save(run: Run, counters: Counters, loss: float | None, data_state: dict[str,
         _checkpoint(run, counters, loss, data_state)
     state = run.engine.full_state_dict()
     if run.dist.is_main:
-        folder = export_final(
-            run.root, run.built, state, run.document, dtype=torch.bfloat16 if run.bf16 else torch.float32
-        )
+        dtype = getattr(torch, EXPORT_DTYPES[run.stage.spec.precision])
+        try:
+            folder = export_final(run.root, run.built, state, run.document, dtype=dtype)
+        except ExportCheckError as exc:  # retrying would export the same folder again
+            raise SpecError(f"TrainStage/{run.stage.name}: {exc}") from exc
         log.info("exported %s: %d steps, %d tokens, loss %s", folder, counters.steps, counters.tokens, loss)
     run.dist.barrier()
     return TrainResult(

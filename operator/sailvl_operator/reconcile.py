@@ -17,7 +17,14 @@ from typing import Any, Literal
 from sailvl.api import ManifestError, TrainStage, parse_resource
 from sailvl.api import conditions as c
 from sailvl.api.conditions import Condition, ConditionStatus, derive_phase, find_condition, set_condition
-from sailvl.api.trainstage import CheckpointStatus, JobRef, ResolvedInputs, TrainProgress, TrainStageStatus
+from sailvl.api.trainstage import (
+    CheckpointStatus,
+    JobRef,
+    ResolvedInputs,
+    TrainProgress,
+    TrainStageSpec,
+    TrainStageStatus,
+)
 from sailvl_operator.builders import BuildContext, BuildError, build_stage_children, build_train_job, resolve
 from sailvl_operator.builders.meta import RETRY_ANNOTATION
 from sailvl_operator.jobs import (
@@ -108,6 +115,12 @@ def dependency_phase(dep: Dependency) -> tuple[str, str | None, str]:
         output = (status.get("output") or {}).get("uri")
     detail = f": {status['message']}" if status.get("message") else ""
     return phase, output, f"{dep.kind}/{dep.name} is {phase}{detail}"
+
+
+def stage_precision(body: Mapping[str, Any]) -> str:
+    """A TrainStage's `precision` (the API server applies its default, so a stored stage always has one)."""
+    precision = (body.get("spec") or {}).get("precision", TrainStageSpec.model_fields["precision"].default)
+    return str(precision)
 
 
 def reconcile(observation: Observation, settings: Settings) -> Plan:

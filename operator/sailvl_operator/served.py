@@ -47,6 +47,7 @@ from sailvl_operator.reconcile import (
     dependency_phase,
     parse_time,
     rfc3339,
+    stage_precision,
 )
 from sailvl_operator.settings import Settings
 
@@ -313,6 +314,9 @@ class WorkloadReconciler(DependencyGate, Generic[R, S]):
             self._context = BuildContext(
                 settings=self.settings,
                 model_uris={name: str(uri) for (kind, name), uri in outputs.items() if kind == "TrainStage"},
+                model_precisions={
+                    d.name: stage_precision(d.body) for d in self.obs.dependencies if d.kind == "TrainStage" and d.body
+                },
                 data_uris={name: str(uri) for (kind, name), uri in outputs.items() if kind == "CurationRun"},
             )
         return self._context

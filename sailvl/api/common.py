@@ -162,14 +162,6 @@ class ServingRuntime(PodRuntime):
         return self
 
 
-def served_dtype(runtime: ServingRuntime, stage_precision: str | None) -> str:
-    """The `--dtype` a model is served with: the one asked for, else the precision of the stage that exported it
-    (`stage_precision`, None for a `uri` model), else `auto`."""
-    if runtime.dtype != "auto":
-        return runtime.dtype
-    return EXPORT_DTYPES[stage_precision] if stage_precision is not None else "auto"
-
-
 class Serving(ServingRuntime):
     """A vLLM server the operator brings up for the duration of a resource."""
 

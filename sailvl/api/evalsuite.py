@@ -120,6 +120,15 @@ class EvalSuiteSpec(ApiModel):
                     )
         return self
 
+    def tiles_for(self, benchmark: str) -> int:
+        """The most tiles per image `benchmark` is asked with: its override, else the suite's."""
+        override = self.overrides.get(benchmark)
+        return (override.max_tiles if override else None) or self.max_tiles
+
+    def most_tiles(self) -> int:
+        """The most tiles per image any benchmark of the suite asks for (what its server must be ready for)."""
+        return max(self.tiles_for(b) for b in self.benchmarks)
+
 
 class EvalProgress(ApiModel):
     """How far the evaluation is."""

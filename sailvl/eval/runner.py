@@ -145,7 +145,7 @@ class SuiteRunner:
     ) -> tuple[Score, dict[str, Any]]:
         override = self.spec.overrides.get(benchmark.name)
         limit = override.limit if override else None
-        tiles = (override.max_tiles if override else None) or self.spec.max_tiles
+        tiles = self.spec.tiles_for(benchmark.name)
         items = await asyncio.to_thread(load_items, benchmark, self.spec.data.uri, limit)
         requests = [self._request(benchmark, item, tiles) for item in items]
         store = PredictionStore(folder / f"{benchmark.name}.jsonl")

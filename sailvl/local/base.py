@@ -15,6 +15,7 @@ import aiohttp
 
 from sailvl.api import conditions as c
 from sailvl.api.meta import Resource, ResourceStatus
+from sailvl.local.backends import Backend
 from sailvl.local.procs import Child
 from sailvl.local.resolve import Outputs, resolve
 from sailvl.local.state import State
@@ -44,6 +45,8 @@ class RunContext:
     live: dict[tuple[str, str], Live] = field(default_factory=dict)
     busy: int = 0  # resources running now
     session: aiohttp.ClientSession | None = None
+    backend: Backend = field(default_factory=lambda: Backend("sailvl"))
+    """The model server every Serving is started with."""
 
 
 class Stopped(Exception):

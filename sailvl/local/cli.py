@@ -28,6 +28,14 @@ def register(sub: Any) -> None:
         "inputs: a smoke test of a recipe without editing it (default: 1)",
     )
     run.add_argument("--jobs", type=int, default=2, help="resources run side by side at most (default: %(default)s)")
+    run.add_argument(
+        "--serving",
+        choices=("sailvl", "vllm"),
+        default="sailvl",
+        help="what serves the models of CurationRuns and EvalSuites: `sailvl serve` (default) or a real vLLM "
+        "found with --vllm, $SAILVL_VLLM or on PATH",
+    )
+    run.add_argument("--vllm", metavar="PATH", help="the `vllm` executable for --serving vllm")
     run.set_defaults(func=_run)
 
     status = sub.add_parser("status", help="the resources of a local run, as kubectl get shows them")
@@ -40,10 +48,20 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import sys
+
+    from sailvl.local.backends import Backend, ServingError
     from sailvl.local.runner import run
 
+    try:
+        backend = Backend.find(args.serving, args.vllm)
+    except ServingError as err:
+        print(f"sailvl run: {err}", file=sys.stderr)
+        return 2
     pvc_root = Path(args.pvc_root) if args.pvc_root else None
-    return run(args.paths, workdir=Path(args.workdir), pvc_root=pvc_root, scale=args.scale, jobs=args.jobs)
+    return run(
+        args.paths, workdir=Path(args.workdir), pvc_root=pvc_root, scale=args.scale, jobs=args.jobs, backend=backend
+    )
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from sailvl.api import conditions as c
-from sailvl.api.common import ServingRuntime
 from sailvl.api.evalsuite import EvalProgress, EvalSuite, EvalSuiteStatus, GroupScores
 from sailvl.api.meta import Resource
 from sailvl.local.base import Failure, ResourceRun
 from sailvl.local.procs import SAILVL, free_port
 from sailvl.local.scrape import scrape
-from sailvl.local.serving import start_servers
+from sailvl.local.serving import Server, start_servers
 
 
 class EvalRun(ResourceRun):
@@ -18,10 +17,10 @@ class EvalRun(ResourceRun):
         spec = resolved.spec
         assert spec.model.uri is not None, "references are resolved before a run"
         # The model under test is served as `model` (DESIGN §4: SAILVL_MODEL_URL_MODEL); the judge under its own name.
-        servers: list[tuple[str, str, str, ServingRuntime]] = [("model", "model", spec.model.uri, spec.serving)]
+        servers = [Server("model", "model", spec.model.uri, spec.serving, tiles=spec.most_tiles())]
         if spec.judge is not None:
             assert spec.judge.model.uri is not None
-            servers.append(("judge", spec.judge.name, spec.judge.model.uri, spec.judge))
+            servers.append(Server("judge", spec.judge.name, spec.judge.model.uri, spec.judge))
         env = await start_servers(self, servers)
         port = free_port()
         self.local.endpoints["metrics"] = f"http://127.0.0.1:{port}/metrics"

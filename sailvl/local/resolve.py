@@ -4,10 +4,11 @@ mapped to folders, budgets scaled. The same rewriting the operator does before i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sailvl.api.common import EXPORT_DTYPES
 from sailvl.api.manifest import parse_resource
 from sailvl.api.meta import Resource
 
@@ -24,6 +25,7 @@ class Outputs:
 
     checkpoints: dict[str, str]  # TrainStage name → final checkpoint folder
     datasets: dict[str, str]  # CurationRun name → output folder
+    precisions: dict[str, str] = field(default_factory=dict)  # TrainStage name → precision (its export's dtype)
 
 
 def local_path(uri: str, pvc_root: Path) -> str:
@@ -52,18 +54,22 @@ def resolve(resource: Resource, outputs: Outputs, *, pvc_root: Path, scale: floa
         if scale != 1.0:
             spec["input"]["uri"] = scaled_synthetic(spec["input"]["uri"], scale)
         for serving in spec.get("models", []):
-            _resolve_model_ref(serving, "model", outputs, resource)
+            _resolve_model_ref(serving, "model", outputs, resource, serving=serving)
     elif resource.kind == "EvalSuite":
-        _resolve_model_ref(spec, "model", outputs, resource)
+        _resolve_model_ref(spec, "model", outputs, resource, serving=spec.setdefault("serving", {}))
         if "judge" in spec:
-            _resolve_model_ref(spec["judge"], "model", outputs, resource)
+            _resolve_model_ref(spec["judge"], "model", outputs, resource, serving=spec["judge"])
         if scale != 1.0:
             spec["data"]["uri"] = scaled_synthetic(spec["data"]["uri"], scale)
     _map_uris(spec, pvc_root)
     return parse_resource(doc)
 
 
-def _resolve_model_ref(holder: dict[str, Any], key: str, outputs: Outputs, resource: Resource) -> None:
+def _resolve_model_ref(
+    holder: dict[str, Any], key: str, outputs: Outputs, resource: Resource, *, serving: dict[str, Any] | None = None
+) -> None:
+    """Replace a `{stage: name}` model by that stage's final checkpoint; a `serving` that serves it gets the dtype
+    the stage exported in, as the operator renders it (`sailvl.api.serving.served_dtype`)."""
     ref = holder.get(key)
     if not ref or "stage" not in ref:
         return
@@ -71,6 +77,8 @@ def _resolve_model_ref(holder: dict[str, Any], key: str, outputs: Outputs, resou
     if stage not in outputs.checkpoints:
         raise ResolveError(f"{resource.kind}/{resource.name}: TrainStage/{stage} has no final checkpoint yet")
     holder[key] = {"uri": outputs.checkpoints[stage]}
+    if serving is not None and serving.get("dtype", "auto") == "auto" and stage in outputs.precisions:
+        serving["dtype"] = EXPORT_DTYPES[outputs.precisions[stage]]
 
 
 def _resolve_data_ref(ref: dict[str, Any], outputs: Outputs, resource: Resource) -> None:

@@ -12,6 +12,7 @@ import aiohttp
 
 from sailvl.api import conditions as c
 from sailvl.api.validation import report, validate_paths
+from sailvl.local.backends import Backend
 from sailvl.local.base import ResourceRun, RunContext, cpu_count
 from sailvl.local.curate import CurateRun
 from sailvl.local.evaluate import EvalRun
@@ -24,7 +25,15 @@ RUNS: dict[str, type[ResourceRun]] = {"TrainStage": TrainRun, "CurationRun": Cur
 EXIT_INVALID = 2
 
 
-def run(paths: Sequence[str], *, workdir: Path, pvc_root: Path | None, scale: float, jobs: int) -> int:
+def run(
+    paths: Sequence[str],
+    *,
+    workdir: Path,
+    pvc_root: Path | None,
+    scale: float,
+    jobs: int,
+    backend: Backend | None = None,
+) -> int:
     """Run the manifests under `paths`; 0 when everything Succeeded, 1 when something failed or was stopped,
     2 when the manifests are invalid."""
     result = validate_paths(paths)
@@ -47,6 +56,7 @@ def run(paths: Sequence[str], *, workdir: Path, pvc_root: Path | None, scale: fl
         cores=cpu_count(),
         outputs=Outputs(checkpoints={}, datasets={}),
         stop=asyncio.Event(),
+        backend=backend or Backend("sailvl"),
     )
     return asyncio.run(_run_graph(graph, ctx, jobs))
 

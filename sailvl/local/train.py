@@ -136,3 +136,5 @@ class TrainRun(ResourceRun):
         final = self.local.outputs.get("final")
         if final:
             self.ctx.outputs.checkpoints[self.resource.name] = final
+            assert isinstance(self.resource, TrainStage)
+            self.ctx.outputs.precisions[self.resource.name] = self.resource.spec.precision

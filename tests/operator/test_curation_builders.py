@@ -28,6 +28,7 @@ SETTINGS = Settings(image="sailvl/sailvl:test", vllm_image="vllm/vllm-openai:v0.
 CONTEXT = BuildContext(
     settings=SETTINGS,
     model_uris={"captioner": "pvc://ckpt/captioner/final"},
+    model_precisions={"captioner": "bf16"},
     data_uris={"raw-pass": "s3://sailvl-curated/raw-pass/"},
 )
 Objects = dict[str, dict[str, Any]]  # name -> child; a Service, which shares its Deployment's name, as service/<name>
@@ -73,6 +74,9 @@ class Case:
 def check_stage_model_on_gpu(o: Objects) -> None:
     vllm = container(o["recaption-vllm-captioner"])
     assert vllm["command"][:5] == ["vllm", "serve", "/mnt/pvc/ckpt/captioner/final", "--served-model-name", "captioner"]
+    # Served in the precision the stage exported it in, not vLLM's auto; no per-request tiling (no eval here).
+    assert vllm["command"][vllm["command"].index("--dtype") + 1] == "bfloat16"
+    assert "--trust-request-mm-kwargs" not in vllm["command"] and "--mm-processor-kwargs" not in vllm["command"]
     assert vllm["image"] == "vllm/vllm-openai:v0.11.0"
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1" == vllm["resources"]["requests"]["nvidia.com/gpu"]
     assert volumes(o["recaption-vllm-captioner"])["pvc-ckpt"]["persistentVolumeClaim"]["readOnly"] is True
@@ -94,7 +98,7 @@ def check_cpu_stand_in(o: Objects) -> None:
     serve = container(o["recaption-vllm-captioner"])
     assert serve["command"] == [
         "sailvl", "serve", "--model", "/mnt/pvc/models/tiny", "--served-model-name", "captioner",
-        "--host", "0.0.0.0", "--port", "8000", "--max-model-len", "2048",
+        "--host", "0.0.0.0", "--port", "8000", "--max-model-len", "2048", "--dtype", "auto",
     ]  # fmt: skip
     assert serve["image"] == "sailvl/sailvl:test" and "nvidia.com/gpu" not in serve.get("resources", {}).get(
         "limits", {}
@@ -441,3 +445,20 @@ def test_examples_build_valid_children(resource: CurationRun | EvalSuite) -> Non
 
 def test_the_examples_have_every_kind() -> None:
     assert {r.kind for r in EXAMPLE_RESOURCES} == {"CurationRun", "EvalSuite"} and len(EXAMPLE_RESOURCES) >= 8
+
+
+@pytest.mark.parametrize(
+    ("model", "dtype", "expected"),
+    [
+        ({"stage": "captioner"}, None, "bfloat16"),  # the stage's precision
+        ({"stage": "captioner"}, "float32", "float32"),  # asked for
+        ({"uri": "hf://Qwen/Qwen2.5-VL-7B-Instruct"}, None, "auto"),  # a checkpoint the operator cannot read
+        ({"uri": "hf://Qwen/Qwen2.5-VL-7B-Instruct"}, "bfloat16", "bfloat16"),
+    ],
+)
+def test_every_server_is_told_its_dtype(model: dict[str, Any], dtype: str | None, expected: str) -> None:
+    serving = {"name": "captioner", "model": model, "gpusPerReplica": 1, **({"dtype": dtype} if dtype else {})}
+    run = run_of({"spec.models": [serving]})
+    (server,) = servers_of(run)
+    command = container(build_vllm_deployment(server, run, CONTEXT))["command"]
+    assert command[command.index("--dtype") + 1] == expected

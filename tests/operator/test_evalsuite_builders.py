@@ -19,6 +19,7 @@ from tests.operator.validity import errors, services_select_servers
 CONTEXT = BuildContext(
     settings=Settings(image="sailvl/sailvl:test"),
     model_uris={"align": "pvc://ckpt/align/final", "judge-sft": "s3://sailvl-ckpt/judge/final"},
+    model_precisions={"align": "fp32", "judge-sft": "bf16"},
 )
 JUDGE = {"name": "grader", "model": {"uri": "pvc://models/qwen2.5-72b"}, "gpusPerReplica": 4, "tensorParallelSize": 4}
 
@@ -84,6 +85,7 @@ def test_the_model_under_test_is_served_as_model_and_found_at_its_variable() -> 
     assert list(o) == ["align-eval-spec", "align-eval-vllm-model", "service/align-eval-vllm-model", "align-eval-eval"]
     served = command(o["align-eval-vllm-model"])
     assert served[:5] == ["vllm", "serve", "/mnt/pvc/ckpt/align/final", "--served-model-name", "model"]
+    assert served[served.index("--dtype") + 1] == "float32"  # as the fp32 stage stored it, not vLLM's bfloat16
     job = o["align-eval-eval"]
     assert command(job) == ["sailvl", "eval", "--spec", "/etc/sailvl/spec.json"]
     assert env(job)["SAILVL_MODEL_URL_MODEL"] == "http://align-eval-vllm-model.lab.svc:8000/v1"
@@ -105,6 +107,19 @@ def test_a_judge_is_served_under_its_own_name_beside_the_model() -> None:
     assert env(o["align-eval-eval"])["SAILVL_MODEL_URL_JUDGE"] == "http://align-eval-vllm-judge.lab.svc:8000/v1"
     selector = o["service/align-eval-vllm-judge"]["spec"]["selector"]
     assert selector["sailvl.io/model"] == "judge"  # not the model under test's pods, whatever the judge is called
+
+
+def test_the_model_is_ready_for_the_most_tiles_any_benchmark_asks_and_takes_each_requests_own() -> None:
+    changes = {"spec.maxTiles": 6, "spec.overrides": {"shapes_count": {"maxTiles": 12}}}
+    o = by_name(build_eval_children(suite_of({**changes, "spec.judge": JUDGE}), CONTEXT))
+    served = command(o["align-eval-vllm-model"])
+    assert json.loads(served[served.index("--mm-processor-kwargs") + 1]) == {"max_patches": 12}
+    assert "--trust-request-mm-kwargs" in served
+    judge = command(o["align-eval-vllm-judge"])
+    assert "--mm-processor-kwargs" not in judge and judge[judge.index("--dtype") + 1] == "auto"
+    cpu = by_name(build_eval_children(suite_of({**changes, "spec.serving": {"gpusPerReplica": 0}}), CONTEXT))
+    stand_in = command(cpu["align-eval-vllm-model"])
+    assert stand_in[:2] == ["sailvl", "serve"] and stand_in[stand_in.index("--max-tiles") + 1] == "12"
 
 
 def test_benchmark_files_are_read_only_and_the_output_writable() -> None:

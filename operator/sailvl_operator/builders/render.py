@@ -42,11 +42,13 @@ def context_for(resource: Resource, known: Iterable[Resource], settings: Setting
     by_key = {(r.kind, r.namespace, r.name): r for r in known}
     notes: list[str] = []
     model_uris: dict[str, str] = {}
+    model_precisions: dict[str, str] = {}
     data_uris: dict[str, str] = {}
     for kind, name in resource.references():
         found = by_key.get((kind, resource.namespace, name))
         if isinstance(found, TrainStage):
             model_uris[name] = final_checkpoint(found)
+            model_precisions[name] = found.spec.precision
         elif isinstance(found, CurationRun):
             data_uris[name] = found.spec.output.uri
         else:
@@ -56,7 +58,13 @@ def context_for(resource: Resource, known: Iterable[Resource], settings: Setting
     init_uri = None
     if isinstance(resource, TrainStage) and resource.spec.model.init is not None:
         init_uri = resource.spec.model.init.uri or model_uris.get(resource.spec.model.init.stage or "")
-    ctx = BuildContext(settings=settings, init_uri=init_uri, data_uris=data_uris, model_uris=model_uris)
+    ctx = BuildContext(
+        settings=settings,
+        init_uri=init_uri,
+        data_uris=data_uris,
+        model_uris=model_uris,
+        model_precisions=model_precisions,
+    )
     return ctx, notes
 
 

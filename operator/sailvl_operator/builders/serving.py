@@ -5,6 +5,12 @@ to the GPUs (vLLM's `--load-format runai_streamer`), `hf://org/repo` downloaded 
 image; a model that names a TrainStage is that stage's final checkpoint. `gpusPerReplica: 0` serves with
 `sailvl serve`, the CPU stand-in for vLLM, which loads a local folder.
 
+Every server gets `--dtype` explicitly (`served_dtype`): a checkpoint a stage exported is served in the stage's
+precision, as it is stored and as the local runner serves it; vLLM's own `auto` would serve a float32 export in
+bfloat16. The model under evaluation is told the most tiles any of the suite's benchmarks asks for
+(`--mm-processor-kwargs`, so vLLM sizes its encoder cache for them) and takes each request's own
+(`--trust-request-mm-kwargs`: the eval workers send `mm_processor_kwargs.max_patches` per benchmark).
+
 The pods are probed the way vLLM comes up: a startupProbe on `/health` gives the weights time to load (no long
 initialDelay), readiness on `/v1/models` (the server answers requests), liveness on `/health`. The port is named
 `http`; the labels let a PodMonitor select every server and name its resource.
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sailvl.api import CurationRun, EvalSuite, ModelRef, Resource, ServingRuntime
+from sailvl.api.serving import served_dtype, stand_in_arguments, vllm_arguments
 from sailvl.api.uris import scheme_of
 from sailvl_operator.builders.meta import (
     COMPONENT_LABEL,
@@ -124,24 +131,33 @@ def model_argument(server: Server, uri: str, claims: ClaimMounts) -> tuple[str, 
     return uri, [] if chosen else ["--load-format", "runai_streamer"]
 
 
-def server_command(server: Server, model: str, how: list[str]) -> list[str]:
+def server_dtype(server: Server, ctx: BuildContext) -> str:
+    """The `--dtype` of a server: asked for, else the precision its stage exported in, else vLLM's `auto`."""
+    stage = server.model.stage
+    return served_dtype(server.runtime, ctx.model_precisions.get(stage) if stage is not None else None)
+
+
+def server_command(server: Server, model: str, how: list[str], *, dtype: str, tiles: int | None) -> list[str]:
+    """The server's argv; `tiles` is the most tiles per image its requests may ask for (None: the checkpoint's)."""
     runtime = server.runtime
     listen = ["--host", "0.0.0.0", "--port", str(HTTP_PORT)]
-    length = ["--max-model-len", str(runtime.max_model_len)] if runtime.max_model_len else []
     if runtime.gpus_per_replica == 0:
         if runtime.extra_args:
             raise BuildError(
                 f"{server.field}.extraArgs",
                 "extraArgs are vLLM arguments; gpusPerReplica 0 serves with `sailvl serve`, which takes none",
             )
-        return ["sailvl", "serve", "--model", model, "--served-model-name", server.served_name, *listen, *length]
-    parallel = ["--tensor-parallel-size", str(runtime.tensor_parallel_size)]
-    # GPUs beyond one tensor-parallel group serve as data-parallel engines in the same pod.
-    groups = runtime.gpus_per_replica // runtime.tensor_parallel_size
-    if groups > 1:
-        parallel += ["--data-parallel-size", str(groups)]
-    return ["vllm", "serve", model, "--served-model-name", server.served_name, *listen, *parallel, *length, *how,
-            *runtime.extra_args]  # fmt: skip
+        engine = stand_in_arguments(runtime, dtype=dtype, tiles=tiles)
+        return ["sailvl", "serve", "--model", model, "--served-model-name", server.served_name, *listen, *engine]
+    engine = vllm_arguments(runtime, dtype=dtype, tiles=tiles, load=tuple(how))
+    return ["vllm", "serve", model, "--served-model-name", server.served_name, *listen, *engine]
+
+
+def server_tiles(server: Server, owner: Resource) -> int | None:
+    """The most tiles per image the requests to `server` ask for: the evaluated model's suite sets them."""
+    if isinstance(owner, EvalSuite) and server.slot == "model":
+        return owner.spec.most_tiles()
+    return None
 
 
 def server_labels(owner: Resource, server: Server) -> dict[str, str]:
@@ -189,7 +205,8 @@ def build_vllm_deployment(server: Server, owner: Resource, ctx: BuildContext) ->
         )
     claims = ClaimMounts()
     model, how = model_argument(server, resolved_model(server, ctx), claims)
-    container = server_container(server, ctx, server_command(server, model, how), claims)
+    command = server_command(server, model, how, dtype=server_dtype(server, ctx), tiles=server_tiles(server, owner))
+    container = server_container(server, ctx, command, claims)
     labels = server_labels(owner, server)
     extra = {COMPONENT_LABEL: VLLM, MODEL_LABEL: server.slot}
     if runtime.queue:

@@ -55,6 +55,8 @@ class BuildContext:
     """CurationRun name to its output URI, for mixture entries (or a CurationRun's input) that name a CurationRun."""
     model_uris: Mapping[str, str] = field(default_factory=dict)
     """TrainStage name to its final checkpoint, for served models (vLLM) that name a stage."""
+    model_precisions: Mapping[str, str] = field(default_factory=dict)
+    """TrainStage name to its `precision`: the dtype its final checkpoint was exported in, and is served in."""
     annotations: Mapping[str, str] = field(default_factory=dict)
     """Annotations of the job (e.g. the retry token it answers)."""
 

@@ -14,33 +14,23 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.trainkit import tiny_stage
+
 pytestmark = pytest.mark.vllm
 
-RECIPE: list[dict[str, Any]] = [
-    {
-        "apiVersion": "sailvl.io/v1alpha1",
-        "kind": "TrainStage",
-        "metadata": {"name": "captioner"},
-        "spec": {
-            "model": {"preset": "tiny", "maxTiles": 2, "tileSize": 56},
-            "trainable": ["vision", "projector", "language"],
-            "data": {
-                "template": "caption",
-                "maxLength": 96,
-                "mixture": [
-                    {
-                        "name": "captions",
-                        "source": {"uri": "synthetic://shapes?n=256&seed=0&split=reference&size=96-128"},
-                    }
-                ],
-            },
-            "budget": {"steps": 40},
-            "optimizer": {"lr": 3.0e-3},
-            "batch": {"globalSize": 8, "microSize": 4},
-            "precision": "fp32",
-            "checkpoint": {"uri": "pvc://ckpt/captioner"},
-        },
+CAPTIONER = tiny_stage(
+    Path("unused"),
+    **{
+        "budget.steps": 40,
+        "optimizer": {"lr": 3.0e-3},
+        "batch": {"globalSize": 8, "microSize": 4},
+        "checkpoint": {"uri": "pvc://ckpt/captioner"},
     },
+)
+CAPTIONER["metadata"]["name"] = "captioner"
+
+RECIPE: list[dict[str, Any]] = [
+    CAPTIONER,
     {
         "apiVersion": "sailvl.io/v1alpha1",
         "kind": "CurationRun",

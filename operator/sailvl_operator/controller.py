@@ -6,19 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
 
-from sailvl_operator.k8s import BY_KIND, CONFIGMAPS, ApiError, ApiResource, Conflict, KubeClient
+from sailvl_operator.k8s import (
+    BY_KIND,
+    CONFIGMAPS,
+    CURATIONRUNS,
+    EVALSUITES,
+    TRAINSTAGES,
+    ApiError,
+    ApiResource,
+    Conflict,
+    KubeClient,
+)
 from sailvl_operator.metrics import OperatorMetrics
 from sailvl_operator.settings import Settings
+from sailvl_operator.watchlag import WatchLag
 
 logger = logging.getLogger(__name__)
 COMPONENT = "sailvl-operator"
 Key = tuple[str, str, str]  # (kind, namespace, name)
+PROBED = {"TrainStage": TRAINSTAGES, "CurationRun": CURATIONRUNS, "EvalSuite": EVALSUITES}  # whose watches lag
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -51,6 +64,7 @@ class Controller:
     _locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     _scheduled: set[Key] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    watch_lag: WatchLag = field(default_factory=WatchLag)
 
     def lock(self, key: Key) -> asyncio.Lock:
         """One reconcile per resource at a time: change handlers, timers and watch events all go through it."""
@@ -112,6 +126,31 @@ class Controller:
         reconcile = self.reconcilers.get(key[0])
         if reconcile is not None:
             self.schedule(key, lambda: reconcile(key[1], key[2]))
+
+    async def probe_watches(self) -> None:
+        """List every resource of each kind and set how far its watch is behind (`WatchLag`)."""
+        for kind, resource in PROBED.items():
+            items: list[dict[str, Any]] = []
+            for namespace in self.settings.namespaces or (None,):
+                items += await self.client.list(resource, namespace)
+            now = time.time()
+            self.watch_lag.listed(kind, items, now)
+            self.metrics.watch_lag.labels(kind=kind).set(self.watch_lag.lag(kind, now))
+
+    def start_watch_probe(self) -> None:
+        """Probe the watches every `watch_probe_interval` seconds for the life of the operator."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.settings.watch_probe_interval)
+                try:
+                    await self.probe_watches()
+                except ApiError as exc:  # the next probe tries again
+                    logger.warning("watch probe failed: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(loop())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
         for task in list(self._tasks):

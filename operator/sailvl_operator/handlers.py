@@ -61,6 +61,11 @@ def _condition(body: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
     return next((x for x in conditions if isinstance(x, Mapping) and x.get("type") == type_), {})
 
 
+def _version(event: kopf.RawEvent) -> str | None:
+    version = (event["object"].get("metadata") or {}).get("resourceVersion")
+    return str(version) if version else None
+
+
 def _ns(namespace: str | None) -> str:
     assert namespace is not None, "sailvl resources and their jobs are namespaced"
     return namespace
@@ -117,6 +122,7 @@ def register_lifecycle(
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         kopf_state["settings"] = settings
         configure_kopf(settings, ctl.settings)
+        ctl.start_watch_probe()
 
     @kopf.on.login(id="login", registry=registry)
     def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
@@ -192,6 +198,7 @@ def register_watches(registry: kopf.OperatorRegistry, ctl: Controller) -> None:
     async def stage_event(event: kopf.RawEvent, type: str, namespace: str | None, name: str, **_: Any) -> None:
         namespace = _ns(namespace)
         ctl.metrics.last_event.labels(kind=KIND).set(time.time())
+        ctl.watch_lag.deliver(KIND, namespace, name, _version(event), deleted=type == "DELETED")
         if type == "DELETED":
             ctl.forget(key(namespace, name))
             ctl.metrics.observe_phase(KIND, namespace, name, None)
@@ -236,6 +243,7 @@ def register_workload(registry: kopf.OperatorRegistry, ctl: Controller, kind: st
     async def resource_event(event: kopf.RawEvent, type: str, namespace: str | None, name: str, **_: Any) -> None:
         namespace = _ns(namespace)
         ctl.metrics.last_event.labels(kind=kind).set(time.time())
+        ctl.watch_lag.deliver(kind, namespace, name, _version(event), deleted=type == "DELETED")
         this = (kind, namespace, name)
         if type == "DELETED":
             ctl.forget(this)

@@ -12,7 +12,11 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from sailvl.api.manifest import KINDS
 from sailvl.api.metrics import by_name
+
+# Every outcome a reconcile counts: its plan's result, "error" (it raised) and "gone" (the resource was deleted).
+RESULTS = ("ok", "waiting", "blocked", "invalid", "error", "gone")
 
 
 def _help(name: str) -> str:
@@ -45,6 +49,12 @@ class OperatorMetrics:
             "sailvl_stage_progress_ratio", _help("sailvl_stage_progress_ratio"), ["namespace", "name"], registry=r
         )
         self.loss = Gauge("sailvl_stage_loss", _help("sailvl_stage_loss"), ["namespace", "name"], registry=r)
+        self.last_progress = Gauge(
+            "sailvl_stage_last_progress_timestamp_seconds",
+            _help("sailvl_stage_last_progress_timestamp_seconds"),
+            ["namespace", "name"],
+            registry=r,
+        )
         self.restarts = Counter(
             "sailvl_job_restarts", _help("sailvl_job_restarts_total"), ["namespace", "name"], registry=r
         )
@@ -60,6 +70,14 @@ class OperatorMetrics:
             ["kind"],
             registry=r,
         )
+        self.watch_lag = Gauge(
+            "sailvl_operator_watch_lag_seconds", _help("sailvl_operator_watch_lag_seconds"), ["kind"], registry=r
+        )
+        # Series with known labels start at 0, so a panel shows "none yet" as 0 rather than as no data.
+        for kind in KINDS:
+            for result in RESULTS:
+                self.reconciles.labels(kind=kind, result=result)
+            self.watch_lag.labels(kind=kind).set(0)
         self._phases: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> phase
         self._benchmarks: dict[tuple[str, str], set[str]] = {}  # (namespace, suite) -> benchmarks with a score
 
@@ -88,8 +106,16 @@ class OperatorMetrics:
         if scores:
             self._benchmarks[(namespace, suite)] = set(scores)
 
+    def observe_progress_since(self, namespace: str, name: str, since: float | None) -> None:
+        """The time a stage last made progress while Running (None: it is not Running, so no series)."""
+        if since is not None:
+            self.last_progress.labels(namespace=namespace, name=name).set(since)
+        else:
+            with contextlib.suppress(KeyError):
+                self.last_progress.remove(namespace, name)
+
     def forget_stage(self, namespace: str, name: str) -> None:
-        for gauge in (self.progress, self.loss):
+        for gauge in (self.progress, self.loss, self.last_progress):
             with contextlib.suppress(KeyError):  # never set for this stage
                 gauge.remove(namespace, name)
 

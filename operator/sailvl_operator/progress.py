@@ -90,6 +90,13 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def progress_since(running_since: str, last_advance: str | None) -> datetime:
+    """When a Running stage last made progress: its step's last advance, or when it started running if that is
+    later (a new attempt). What `progressDeadlineSeconds` and the stalled-stage alert both measure from."""
+    since = _parse_time(running_since)
+    return max(since, _parse_time(last_advance)) if last_advance else since
+
+
 def progress_from(sample: TrainSample, previous: TrainProgress | None, now: datetime) -> TrainProgress:
     """Status progress for `sample`, with an ETA from the step rate since the step last advanced."""
     rfc_now = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")

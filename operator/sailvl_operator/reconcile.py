@@ -38,6 +38,7 @@ from sailvl_operator.jobs import (
     job_state,
     termination_message,
 )
+from sailvl_operator.progress import progress_since
 from sailvl_operator.settings import Settings
 
 Result = Literal["ok", "waiting", "blocked", "invalid"]
@@ -356,10 +357,8 @@ class _Reconciler(DependencyGate):
         running = self.condition(c.RUNNING)
         if deadline is None or running is None or running.status != "True":
             return
-        since = parse_time(running.last_transition_time)
         progress = self.status.progress
-        if progress is not None and progress.last_advance_time is not None:
-            since = max(since, parse_time(progress.last_advance_time))
+        since = progress_since(running.last_transition_time, progress.last_advance_time if progress else None)
         stalled = (self.obs.now - since).total_seconds()
         if stalled > deadline:
             assert self.status.job is not None

@@ -111,6 +111,13 @@ class Settings:
             "SAILVL_WATCH_INACTIVITY_TIMEOUT", "Seconds without a watch event before a watch is considered stalled."
         ),
     )
+    watch_probe_interval: float = field(
+        default=60.0,
+        metadata=_env(
+            "SAILVL_WATCH_PROBE_INTERVAL",
+            "Seconds between the lists that measure how far each watch is behind the API (the watch-lag gauge).",
+        ),
+    )
     metrics_port: int = field(
         default=8080,
         metadata=_env("SAILVL_OPERATOR_METRICS_PORT", "Port of the operator's own /metrics; 0 disables it."),
@@ -222,6 +229,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "progress_interval": _positive_float,
     "scrape_timeout": _positive_float,
     "watch_inactivity_timeout": _positive_float,
+    "watch_probe_interval": _positive_float,
     "metrics_port": _port,
     "health_port": _port,
     "peering": _peering,

@@ -11,10 +11,11 @@ from typing import Any
 import aiohttp
 
 from sailvl.api import ManifestError, parse_resource
+from sailvl.api.conditions import RUNNING
 from sailvl_operator.controller import Controller, Key
 from sailvl_operator.jobs import job_state, pod_ip, pod_selector
 from sailvl_operator.k8s import BY_KIND, CURATIONRUNS, PODS, TRAINSTAGES, ApiError, Conflict, NotFound
-from sailvl_operator.progress import MetricsError, TrainSample, apply_progress, parse_metrics
+from sailvl_operator.progress import MetricsError, TrainSample, apply_progress, parse_metrics, progress_since
 from sailvl_operator.reconcile import Dependency, Observation, Plan, current_status, reconcile
 
 logger = logging.getLogger(__name__)
@@ -182,3 +183,8 @@ def observe_gauges(ctl: Controller, namespace: str, name: str, status: Mapping[s
         ctl.metrics.progress.labels(namespace=namespace, name=name).set(progress["percent"] / 100.0)
     if isinstance(progress.get("loss"), int | float):
         ctl.metrics.loss.labels(namespace=namespace, name=name).set(progress["loss"])
+    running = next((x for x in status.get("conditions") or [] if x.get("type") == RUNNING), None)
+    since = None
+    if running is not None and running.get("status") == "True" and running.get("lastTransitionTime"):
+        since = progress_since(running["lastTransitionTime"], progress.get("lastAdvanceTime")).timestamp()
+    ctl.metrics.observe_progress_since(namespace, name, since)

@@ -46,6 +46,14 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric("sailvl_stage_loss", "gauge", ("namespace", "name"), "Latest training loss of a stage.", "operator"),
     Metric(
+        "sailvl_stage_last_progress_timestamp_seconds",
+        "gauge",
+        ("namespace", "name"),
+        "Unix time a Running stage's step last advanced, or it started running if not yet (what "
+        "progressDeadlineSeconds measures); only while Running.",
+        "operator",
+    ),
+    Metric(
         "sailvl_job_restarts_total", "counter", ("namespace", "name"), "Whole-gang restarts of a stage.", "operator"
     ),
     Metric(
@@ -59,7 +67,15 @@ METRICS: tuple[Metric, ...] = (
         "sailvl_operator_watch_last_event_timestamp_seconds",
         "gauge",
         ("kind",),
-        "Unix time of the last watch event received; a stalled watch stops moving it.",
+        "Unix time of the last watch event received (a quiet cluster sends none; see the lag).",
+        "operator",
+    ),
+    Metric(
+        "sailvl_operator_watch_lag_seconds",
+        "gauge",
+        ("kind",),
+        "How long the API server has held a version of a resource of this kind that the watch has not delivered "
+        "(the oldest such, by the operator's periodic list; 0: the watch is current).",
         "operator",
     ),
     # The trainer, rank 0.

@@ -84,6 +84,12 @@ async def test_models_health_and_metrics(engine: Engine) -> None:
         metrics = await (await client.get("/metrics")).text()
         assert 'vllm:generation_tokens_total{model_name="tiny"}' in metrics
         assert "vllm:num_requests_running" in metrics
+        # Time to first token, as vLLM measures it: one observation per request, within its total latency.
+        assert 'vllm:time_to_first_token_seconds_count{model_name="tiny"} 1.0' in metrics
+        ttft = float(metrics.split('vllm:time_to_first_token_seconds_sum{model_name="tiny"} ')[1].split()[0])
+        e2e = float(metrics.split('vllm:e2e_request_latency_seconds_sum{model_name="tiny"} ')[1].split()[0])
+        assert 0 < ttft <= e2e
+        assert "vllm:kv_cache_usage_perc" not in metrics  # no paged KV cache: not exported rather than made up
     finally:
         await client.close()
 

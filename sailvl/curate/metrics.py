@@ -23,6 +23,7 @@ class CurateMetrics:
         self.records = Counter(
             records.name.removesuffix("_total"), records.help, records.labels, registry=self.registry
         )
+        self.records.labels(outcome="kept", reason="")  # from 0: a run that keeps nothing shows a kept ratio of 0
         shards = by_name("sailvl_curate_shards_done_total")
         self.shards_done = Counter(shards.name.removesuffix("_total"), shards.help, registry=self.registry)
         self.in_flight = Gauge(

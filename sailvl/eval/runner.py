@@ -99,6 +99,8 @@ class SuiteRunner:
             raise ConfigError("spec.judge is set but no judge URL was given (SAILVL_MODEL_URL_JUDGE)")
         self.spec, self.endpoints, self.output = spec, endpoints, output
         self.metrics = metrics or EvalMetrics()
+        for benchmark in spec.benchmarks:  # from 0: a benchmark not started yet shows 0 answered, not no data
+            self.metrics.add_items(benchmark, 0)
         self.retry = retry
 
     async def run(self) -> dict[str, Any]:

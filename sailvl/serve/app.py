@@ -15,6 +15,31 @@ from sailvl.serve.batching import Batcher
 from sailvl.serve.engine import Engine, GenerationRequest
 from sailvl.serve.openai import RequestError, chat_response, models_response, parse_chat_request
 
+# vLLM's own buckets for time to first token (vllm/v1/metrics/loggers.py).
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 NAME: web.AppKey[str] = web.AppKey("name", str)
 METRICS: web.AppKey[ServeMetrics] = web.AppKey("metrics", object)  # type: ignore[arg-type]
@@ -32,6 +57,14 @@ class ServeMetrics:
         self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens processed.", labels, registry=self.registry)
         self.generation_tokens = Counter("vllm:generation_tokens", "Tokens generated.", labels, registry=self.registry)
         self.latency = Histogram("vllm:e2e_request_latency_seconds", "Request latency.", labels, registry=self.registry)
+        self.first_token = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token (queueing and prefill).",
+            labels,
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        # No paged KV cache here: vllm:kv_cache_usage_perc has no meaning for this server and is not exported.
         self.name = name
 
     def queue(self, waiting: int, running: int) -> None:
@@ -93,6 +126,8 @@ async def _chat(request: web.Request) -> web.Response:
     metrics.prompt_tokens.labels(name).inc(completion.prompt_tokens)
     metrics.generation_tokens.labels(name).inc(completion.completion_tokens)
     metrics.latency.labels(name).observe(time.perf_counter() - started)
+    if completion.first_token_at is not None:
+        metrics.first_token.labels(name).observe(max(0.0, completion.first_token_at - started))
     return web.json_response(
         chat_response(
             model=name,

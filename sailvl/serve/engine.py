@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 from sailvl.data.templates import Renderer, Sample
 from sailvl.model.checkpoint import ModelLoadError, load_checkpoint
@@ -24,6 +27,8 @@ class Completion:
     prompt_token_ids: list[int]
     token_ids: list[int]
     """The generated ids, the stop token included (as vLLM returns and counts them)."""
+    first_token_at: float | None = field(default=None, compare=False)
+    """`time.perf_counter()` when the first token was generated (vLLM's time to first token starts there)."""
 
     @property
     def prompt_tokens(self) -> int:
@@ -115,9 +120,14 @@ class Engine:
             prompts.append((index, prompt, budget))
         answered: dict[int, Completion] = {}
         if prompts:
-            outputs = self._generate([p for _, p, _ in prompts], max(b for _, _, b in prompts), sampling=requests[0])
+            first = FirstToken()
+            outputs = self._generate(
+                [p for _, p, _ in prompts], max(b for _, _, b in prompts), sampling=requests[0], streamer=first
+            )
             for (index, prompt, budget), output in zip(prompts, outputs, strict=True):
-                answered[index] = self._completion(output[:budget], prompt.input_ids.tolist())
+                answered[index] = replace(
+                    self._completion(output[:budget], prompt.input_ids.tolist()), first_token_at=first.at
+                )
         return [answered[i] if i in answered else refused[i] for i in range(len(requests))]
 
     def _prompt(self, request: GenerationRequest) -> tuple[Sample, int]:
@@ -130,7 +140,9 @@ class Engine:
             raise ValueError(f"the prompt has {len(prompt)} tokens; the model's length is {self.max_model_len}")
         return prompt, min(request.max_tokens, budget)
 
-    def _generate(self, prompts: list[Sample], new_tokens: int, *, sampling: GenerationRequest) -> list[list[int]]:
+    def _generate(
+        self, prompts: list[Sample], new_tokens: int, *, sampling: GenerationRequest, streamer: Any = None
+    ) -> list[list[int]]:
         """Generated token ids per prompt; prompts of different lengths are padded on the left. `sampling` gives
         the temperature and seed: those of the batch's only request, or greedy for all."""
         width = max(len(p) for p in prompts)
@@ -147,6 +159,7 @@ class Engine:
             "eos_token_id": self._stop_ids,
             "pad_token_id": pad_id,
             "do_sample": not sampling.greedy,
+            "streamer": streamer,
         }
         # The model fills its image-token positions in row order, so the rows' tiles go in the same order.
         tiles = [torch.from_numpy(p.pixel_values) for p in prompts if p.pixel_values is not None]
@@ -171,6 +184,23 @@ class Engine:
             prompt_token_ids=prompt_ids,
             token_ids=output if stop is None else output[: stop + 1],
         )
+
+
+class FirstToken(BaseStreamer):
+    """Notes when generation produced its first token: transformers hands a streamer the prompt, then each new
+    token (of every row of the batch at once)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.at: float | None = None
+
+    def put(self, value: Any) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.at = time.perf_counter()
+
+    def end(self) -> None:
+        return None
 
 
 def declared_dtype(folder: Path) -> str:

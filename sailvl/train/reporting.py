@@ -48,16 +48,23 @@ class StepReport:
     seconds: float
 
     def metric_values(self) -> dict[str, float]:
-        return {
+        """The metrics' values; an unknown one (MFU without a known peak, steps of an epoch budget) is left out,
+        so its series is absent rather than NaN."""
+        values: dict[str, float | None] = {
             "sailvl_train_step": self.step,
-            "sailvl_train_total_steps": self.total_steps if self.total_steps is not None else math.nan,
+            "sailvl_train_total_steps": self.total_steps,
             "sailvl_train_loss": self.loss,
             "sailvl_train_tokens_total": self.tokens,
             "sailvl_train_tokens_per_second": self.tokens_per_second,
-            "sailvl_train_mfu_ratio": self.mfu if self.mfu is not None else math.nan,
+            "sailvl_train_mfu_ratio": self.mfu,
             "sailvl_train_lr": self.lr,
             "sailvl_train_grad_norm": self.grad_norm,
         }
+        return {name: value for name, value in values.items() if value is not None}
+
+
+# Gauges that exist only once they have a value: MFU needs a known peak FLOP/s, total steps a budget in steps.
+OPTIONAL = frozenset({"sailvl_train_mfu_ratio", "sailvl_train_total_steps"})
 
 
 class TrainerMetrics:
@@ -68,8 +75,9 @@ class TrainerMetrics:
         self._gauges: dict[str, Gauge] = {}
         self._counters: dict[str, Counter] = {}
         self._counted: dict[str, float] = {}
+        self._optional = {m.name: m for m in METRICS if m.exporter == "trainer" and m.name in OPTIONAL}
         for metric in METRICS:
-            if metric.exporter != "trainer":
+            if metric.exporter != "trainer" or metric.name in OPTIONAL:
                 continue
             if metric.type == "counter":  # prometheus_client appends _total to a counter's name
                 self._counters[metric.name] = Counter(
@@ -88,6 +96,9 @@ class TrainerMetrics:
     def publish(self, values: dict[str, float]) -> None:
         missing = [name for name in self.names if name not in values]
         assert not missing, f"the trainer reports no value for the registered metrics {missing}"
+        for name, metric in self._optional.items():  # registered with their first value: absent until known
+            if name in values and name not in self._gauges:
+                self._gauges[name] = Gauge(name, metric.help, registry=self.registry)
         for name, gauge in self._gauges.items():
             gauge.set(values[name])
         for name, counter in self._counters.items():

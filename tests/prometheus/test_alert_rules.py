@@ -68,7 +68,7 @@ TESTS: list[dict[str, Any]] = [
                             "kind": "TrainStage",
                             "name": "ho-fail",
                             "phase": "Failed",
-                        },  # fmt: skip
+                        },
                         "exp_annotations": {
                             "summary": "TrainStage lab/ho-fail failed",
                             "description": "The stage failed after its restarts; `kubectl describe ts ho-fail -n lab` "
@@ -96,11 +96,11 @@ TESTS: list[dict[str, Any]] = [
             {
                 "series": f'sailvl_resource_phase{{{OPERATOR}, kind="TrainStage", name="new", phase="Running"}}',
                 "values": "_x49 1x10",
-            },  # fmt: skip
+            },
             {
                 "series": f'sailvl_stage_last_progress_timestamp_seconds{{{OPERATOR}, name="new"}}',
                 "values": "_x49 3000x10",
-            },  # fmt: skip
+            },
             # Stuck, but Succeeded since 20m: not Running, so not stalled.
             _stage_phase("done", "Running", "1x19 _x40"),
             _stage_phase("done", "Succeeded", "_x19 1x40"),
@@ -113,12 +113,12 @@ TESTS: list[dict[str, Any]] = [
                 "eval_time": "43m",
                 "alertname": "SailvlStageStalled",
                 "exp_alerts": [_stalled("hung", "33m 0s"), _stalled("silent", "43m 0s")],
-            },  # fmt: skip
+            },
             {
                 "eval_time": "59m",
                 "alertname": "SailvlStageStalled",
                 "exp_alerts": [_stalled("hung", "49m 0s"), _stalled("silent", "59m 0s")],
-            },  # fmt: skip
+            },
         ],
     },
     {
@@ -129,14 +129,14 @@ TESTS: list[dict[str, Any]] = [
             {
                 "series": 'sailvl_operator_watch_last_event_timestamp_seconds{job="sailvl", kind="TrainStage"}',
                 "values": "0x60",
-            },  # fmt: skip
+            },
             {"series": 'sailvl_operator_watch_lag_seconds{job="sailvl", kind="TrainStage"}', "values": "0x60"},
             {"series": 'sailvl_operator_watch_lag_seconds{job="sailvl", kind="EvalSuite"}', "values": "0x60"},
             # The CurationRun watch falls behind at 10m, while the others keep receiving events.
             {
                 "series": 'sailvl_operator_watch_lag_seconds{job="sailvl", kind="CurationRun"}',
                 "values": "0x9 0+60x50",
-            },  # fmt: skip
+            },
         ],
         "alert_rule_test": [
             {"eval_time": "9m", "alertname": "SailvlOperatorWatchStalled", "exp_alerts": []},
@@ -145,12 +145,12 @@ TESTS: list[dict[str, Any]] = [
                 "eval_time": "18m",
                 "alertname": "SailvlOperatorWatchStalled",
                 "exp_alerts": [_watch("CurationRun", "8m 0s")],
-            },  # fmt: skip
+            },
             {
                 "eval_time": "60m",
                 "alertname": "SailvlOperatorWatchStalled",
                 "exp_alerts": [_watch("CurationRun", "50m 0s")],
-            },  # fmt: skip
+            },
         ],
     },
     {
@@ -161,21 +161,21 @@ TESTS: list[dict[str, Any]] = [
             {
                 "series": 'sailvl_curate_records_total{namespace="lab", sailvl_name="bad", outcome="kept", reason=""}',
                 "values": "0x40",
-            },  # fmt: skip
+            },
             {
                 "series": 'sailvl_curate_records_total{namespace="lab", sailvl_name="bad", outcome="dropped", '
                 'reason="judge_below_min"}',
                 "values": "0+10x40",
-            },  # fmt: skip
+            },
             {
                 "series": 'sailvl_curate_records_total{namespace="lab", sailvl_name="good", outcome="kept", reason=""}',
                 "values": "0+9x40",
-            },  # fmt: skip
+            },
             {
                 "series": 'sailvl_curate_records_total{namespace="lab", sailvl_name="good", outcome="dropped", '
                 'reason="too_short"}',
                 "values": "0+1x40",
-            },  # fmt: skip
+            },
         ],
         "alert_rule_test": [
             {

@@ -115,7 +115,7 @@ class OperatorMetrics:
                 self.last_progress.remove(namespace, name)
 
     def forget_stage(self, namespace: str, name: str) -> None:
-        for gauge in (self.progress, self.loss, self.last_progress):
+        for gauge in (self.progress, self.loss, self.last_progress, self.restarts):
             with contextlib.suppress(KeyError):  # never set for this stage
                 gauge.remove(namespace, name)
 

@@ -178,6 +178,7 @@ async def refresh_progress(ctl: Controller, namespace: str, name: str) -> None:
 
 
 def observe_gauges(ctl: Controller, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    ctl.metrics.restarts.labels(namespace=namespace, name=name)  # from 0: no restart yet is 0, not no data
     progress = status.get("progress") or {}
     if isinstance(progress.get("percent"), int | float):
         ctl.metrics.progress.labels(namespace=namespace, name=name).set(progress["percent"] / 100.0)

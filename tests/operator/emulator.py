@@ -151,6 +151,17 @@ class Emulator(kmock.KubernetesEmulator):
         objs = self._by_resource.get(kmock.resource(resource), {})
         return [copy.deepcopy(o.raw) for (ns, _), o in objs.items() if not o.deleted and namespace in (None, ns)]
 
+    def change_unwatched(self, resource: str, namespace: str | None, name: str, labels: dict[str, str]) -> str:
+        """A new version of an object (new labels) whose watch event is lost, as a stalled watch would lose it;
+        returns its resourceVersion."""
+        res = kmock.resource(resource)
+        obj = self._existing(res, namespace, name)
+        new = copy.deepcopy(obj.raw)
+        new["metadata"]["labels"] = {**(new["metadata"].get("labels") or {}), **labels}
+        new["metadata"]["resourceVersion"] = self._bump()
+        self._store(res, namespace, name, new)
+        return str(new["metadata"]["resourceVersion"])
+
     # -- requests ------------------------------------------------------------------------------------------
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         try:

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -229,6 +230,11 @@ async def test_g_progress_is_read_from_rank_0(kube: Kube, operator_factory: Star
         gauges = operator.metrics.registry
         assert await eventually(lambda: gauges.get_sample_value("sailvl_stage_progress_ratio", labels) == 0.5)
         assert gauges.get_sample_value("sailvl_stage_loss", labels) == 0.75
+        # The stalled-stage alert's clock: the time the step last advanced, as status records it.
+        advanced = datetime.fromisoformat(status(kube, "watched")["progress"]["lastAdvanceTime"].replace("Z", "+00:00"))
+        stamp = "sailvl_stage_last_progress_timestamp_seconds"
+        assert await eventually(lambda: gauges.get_sample_value(stamp, labels) == advanced.timestamp())
+        assert gauges.get_sample_value("sailvl_job_restarts_total", labels) == 0.0  # from 0, not absent
     finally:
         server.shutdown()
     await eventually(lambda: kube.condition("watched", "Running").get("reason") == "MetricsUnavailable", what="stale")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.chart_values import CHART
+from tests.operator.conftest import emulator, kube, kubeconfig, operator_factory  # noqa: F401 (fixtures)
 from tests.tools import tool
 
 NAMESPACE = "sailvl-system"  # where the chart is installed

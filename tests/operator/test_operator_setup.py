@@ -129,3 +129,17 @@ def test_builders_and_render_do_not_import_kopf_or_kubernetes() -> None:
     code = "import sys, sailvl_operator.builders.render; print([m for m in ('kopf', 'kubernetes', 'aiohttp') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_every_reconcile_outcome_is_counted_from_zero() -> None:
+    from typing import get_args
+
+    from sailvl_operator.metrics import RESULTS, OperatorMetrics
+    from sailvl_operator.reconcile import Result
+
+    assert set(RESULTS) == {*get_args(Result), "error", "gone"}
+    registry = OperatorMetrics().registry
+    for kind in ("TrainStage", "CurationRun", "EvalSuite"):
+        for result in RESULTS:
+            assert registry.get_sample_value("sailvl_operator_reconcile_total", {"kind": kind, "result": result}) == 0
+        assert registry.get_sample_value("sailvl_operator_watch_lag_seconds", {"kind": kind}) == 0

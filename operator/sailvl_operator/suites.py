@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sailvl.api import EvalSuite, EvalSuiteStatus
-from sailvl.api.evalsuite import EvalProgress, GroupScores
+from sailvl.api import conditions as c
+from sailvl.api.evalsuite import EvalProgress, GroupScores, degraded_condition
 from sailvl_operator.builders.evaluation import EVAL, build_eval_children, build_eval_job, build_eval_spec_configmap
 from sailvl_operator.builders.meta import eval_job_name
 from sailvl_operator.builders.train import BuildContext
@@ -76,6 +77,9 @@ class EvalReconciler(WorkloadReconciler[EvalSuite, EvalSuiteStatus]):
             )
             return
         scores, average, groups = scores_of(messages[-1], benchmarks)
+        status, reason, message = degraded_condition(messages[-1])
+        if self.set(c.DEGRADED, status, reason, message) and status == "True":
+            self.event("Warning", reason, message)
         self.status.results = scores
         self.status.average = average
         self.status.groups = groups

@@ -24,6 +24,7 @@ RUNNING = "Running"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 SUSPENDED = "Suspended"
+DEGRADED = "Degraded"  # an EvalSuite whose judge failed on too many replies: its scores are not to be trusted
 CONDITION_TYPES = (VALID, DEPENDENCIES_READY, MODELS_READY, RUNNING, SUCCEEDED, FAILED, SUSPENDED)
 
 # Reasons (CamelCase, as the conventions ask).
@@ -48,6 +49,8 @@ REASON_QUEUED = "Queued"  # the job waits for Kueue to admit it (it is suspended
 REASON_METRICS_UNAVAILABLE = "MetricsUnavailable"  # running, but rank 0's metrics could not be read
 REASON_PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"  # no step for progressDeadlineSeconds
 REASON_SPEC_REJECTED = "SpecRejected"  # the trainer refused its spec (exit code 2); never retried
+REASON_JUDGE_FAILURES = "JudgeFailures"  # some benchmark's judge failed on more than 5% of the replies it was asked
+REASON_JUDGE_RELIABLE = "JudgeReliable"
 REASON_RETRY_REQUESTED = "RetryRequested"  # a new sailvl.io/retry token on a Failed resource
 
 

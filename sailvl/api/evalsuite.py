@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from sailvl.api.base import API_VERSION, ApiModel, ApiVersion, CelRule, FieldError, no_repeats
 from sailvl.api.benchmarks import BENCHMARKS, SYNTHETIC_BENCHMARKS
 from sailvl.api.common import ModelRef, PodRuntime, Serving, ServingRuntime
+from sailvl.api.conditions import REASON_JUDGE_FAILURES, REASON_JUDGE_RELIABLE, ConditionStatus
 from sailvl.api.meta import Resource, ResourceStatus
 from sailvl.api.uris import Uri, is_synthetic
 
@@ -201,3 +203,17 @@ class EvalSuite(Resource):
         if self.spec.judge is not None and self.spec.judge.model.stage is not None:
             refs.append(("TrainStage", self.spec.judge.model.stage))
         return refs
+
+
+def degraded_condition(message: Mapping[str, Any]) -> tuple[ConditionStatus, str, str]:
+    """(status, reason, message) of the `Degraded` condition from an eval termination message, whose `degraded`
+    maps each benchmark whose judge failed too often to [failures, replies the judge was asked about]."""
+    found = message.get("degraded")
+    failing = found if isinstance(found, Mapping) else {}
+    parts = []
+    for name, counts in sorted(failing.items()):
+        if isinstance(counts, list) and len(counts) == 2:
+            parts.append(f"{name}: the judge failed on {counts[0]} of {counts[1]} replies")
+    if parts:
+        return "True", REASON_JUDGE_FAILURES, "; ".join(parts) + " (scored as wrong; see results.json)"
+    return "False", REASON_JUDGE_RELIABLE, "no benchmark's judge failed on more than 5% of its replies"

@@ -22,6 +22,17 @@ LONG_TOKENS = 2048  # worked math and open-ended answers
 CAPTION_TOKENS = 512
 
 Grade = dict[str, Any]  # one item's grade, JSON-serialisable (kept beside its prediction for error analysis)
+# How a reply was read, in every grade's "judge" key: by rule; by the judge; not even by the judge (its replies never
+# parsed); or by rule alone where VLMEvalKit would have asked its judge (the suite has none).
+RULE, JUDGE, JUDGE_FAILED, NEEDS_JUDGE = "rule", "judge", "judge_failed", "needs_judge"
+
+
+def judge_use(read_by_rule: bool, judge_configured: bool, judge_answered: bool) -> str:
+    if read_by_rule:
+        return RULE
+    if not judge_configured:
+        return NEEDS_JUDGE
+    return JUDGE if judge_answered else JUDGE_FAILED
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class Benchmark(ABC):
     metric: ClassVar[str]
     max_tokens: ClassVar[int] = SHORT_TOKENS
     judged: ClassVar[bool] = False  # whether a configured judge changes how replies are read
+    independent_items: ClassVar[bool] = False  # the score is a statistic of independent items (a bootstrap may
+    # resample them), though not a mean of per-item values
     transforms_images: ClassVar[bool] = False  # whether `images` does real work (then it runs off the event loop)
 
     def __init__(self, name: str) -> None:
@@ -69,6 +82,11 @@ class Benchmark(ABC):
     @abstractmethod
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         """The score over every item (`grades[i]` belongs to `items[i]`)."""
+
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float] | None:
+        """The values (0-1) of the independent units whose mean x 100 is the score, for its bootstrap interval;
+        None when the score is not such a mean. Most scores are a mean over items."""
+        return None
 
 
 def answer_list(item: Item, source: str, column: str = "answer") -> list[str]:

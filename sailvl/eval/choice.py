@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from PIL import Image
 
 from sailvl.eval import prompts
-from sailvl.eval.base import Benchmark, Grade, Score, need, percent
+from sailvl.eval.base import Benchmark, Grade, Score, judge_use, need, percent
 from sailvl.eval.extract import Z, extract_choice
 from sailvl.eval.items import BenchmarkFileError, Item
 from sailvl.eval.judge import Judge, match_option
@@ -56,10 +56,19 @@ class MultipleChoice(Benchmark):
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
         choices = self.choices(item)
         choice = extract_choice(prediction, choices)
-        judged = False
+        by_rule, judged = choice is not None, False
         if choice is None and judge is not None:
             choice, judged = await match_option(judge, item["question"], choices, prediction), True
-        return {"choice": choice, "judged": judged, "correct": choice == self.truth(item)}
+        use = judge_use(by_rule, judge is not None, choice is not None)
+        return {"choice": choice, "judged": judged, "judge": use, "correct": choice == self.truth(item)}
+
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float]:
+        if not self.circular:
+            return [float(g["correct"]) for g in grades]
+        groups: dict[int, list[bool]] = defaultdict(list)  # a question with all its rotations is one unit
+        for item, grade in zip(items, grades, strict=True):
+            groups[int(item.index) % CIRCULAR_STRIDE].append(bool(grade["correct"]))
+        return [float(all(v)) for _, v in sorted(groups.items())]
 
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         unmatched = sum(g["choice"] is None for g in grades)

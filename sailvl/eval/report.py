@@ -41,20 +41,37 @@ def summarize(scores: Mapping[str, Score], *, extra: Mapping[str, Mapping[str, A
     }
 
 
+def degraded(summary: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Benchmarks whose judge failed on too many of the replies it was asked about: {name: [failures, asked]}."""
+    out = {}
+    for name, detail in (summary.get("benchmarks") or {}).items():
+        judge = detail.get("judge") or {}
+        if judge.get("degraded"):
+            out[name] = [int(judge["failures"]), int(judge["asked"])]
+    return out
+
+
 def termination_message(summary: Mapping[str, Any], limit: int = TERMINATION_LIMIT) -> str:
-    """`{results, average, groups}` as compact JSON within `limit` bytes (fewer decimals until it fits)."""
+    """`{results, average, groups}` (plus `degraded`, when a judge failed too often) as compact JSON within `limit`
+    bytes (fewer decimals until it fits)."""
+    failing = degraded(summary)
     for digits in (4, 2, 1, 0):
-        message = json.dumps(
-            {
-                "results": {k: round(v, digits) for k, v in summary["results"].items()},
-                "average": _round(summary["average"], digits),
-                "groups": {k: _round(v, digits) for k, v in summary["groups"].items()},
-            },
-            separators=(",", ":"),
-        )
+        body: dict[str, Any] = {
+            "results": {k: round(v, digits) for k, v in summary["results"].items()},
+            "average": _round(summary["average"], digits),
+            "groups": {k: _round(v, digits) for k, v in summary["groups"].items()},
+        }
+        if failing:
+            body["degraded"] = failing
+        message = json.dumps(body, separators=(",", ":"))
         if len(message.encode()) <= limit:
             return message
     raise ValueError(f"the termination message needs {len(message.encode())} bytes; Kubernetes keeps {limit}")
+
+
+def _interval(detail: Mapping[str, Any] | None) -> str:
+    found = (detail or {}).get("uncertainty") or {}
+    return f"  95% [{found['ci95'][0]:.2f}, {found['ci95'][1]:.2f}]" if found.get("ci95") else ""
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -68,11 +85,13 @@ def write_termination_message(summary: Mapping[str, Any], path: Path) -> None:
 
 def table(summary: Mapping[str, Any]) -> str:
     """Scores per benchmark, group averages and the overall average, aligned for a terminal."""
-    rows = [(name, f"{score:7.2f}") for name, score in summary["results"].items()]
+    details = summary.get("benchmarks") or {}
+    rows = [(name, f"{score:7.2f}{_interval(details.get(name))}") for name, score in summary["results"].items()]
     rows += [(f"[{group}]", "      -" if v is None else f"{v:7.2f}") for group, v in summary["groups"].items()]
     average = summary["average"]
     rows.append(("average", "      -" if average is None else f"{average:7.2f}"))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines += [f"note: {text}" for text in summary["limitations"]]
+    lines += [f"degraded: {name}: the judge failed on {f} of {a} replies" for name, (f, a) in degraded(summary).items()]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +21,20 @@ from typing import Any
 
 from sailvl.api.evalsuite import EvalSuiteSpec
 from sailvl.eval import registry
-from sailvl.eval.base import Benchmark, Grade, Score
+from sailvl.eval.base import JUDGE, JUDGE_FAILED, NEEDS_JUDGE, RULE, Benchmark, Grade, Score
 from sailvl.eval.client import ChatClient, RequestRejected, RetryPolicy, tiles_kwargs, user_message
 from sailvl.eval.exporter import EvalMetrics
 from sailvl.eval.items import Item
 from sailvl.eval.judge import Judge
 from sailvl.eval.loading import ConfigError, load_items
+from sailvl.eval.provenance import provenance
 from sailvl.eval.report import summarize
 from sailvl.eval.store import JudgeCache, PredictionStore, fingerprint, write_json_atomic
+from sailvl.eval.uncertainty import interval
 
 log = logging.getLogger(__name__)
 TOTAL_TILES = 64  # SAIL-VL's cap on tiles over all images of one question
+DEGRADED_SHARE = 0.05  # judge failures beyond this share of its calls make a benchmark's score degraded
 JUDGE_TOKENS = 128
 PROGRESS_SECONDS = 10.0
 
@@ -138,6 +142,7 @@ class SuiteRunner:
                 self.metrics.set_score(name, scores[name].score)
                 log.info("%s: %.2f (%s)", name, scores[name].score, scores[name].metric)
         summary = {"model": model, "judge": judge_model} | summarize(scores, extra=extra)
+        summary["provenance"] = await asyncio.to_thread(provenance, self.spec.model.uri)
         if keep:
             write_json_atomic(folder / "results.json", summary)
         return summary
@@ -169,7 +174,14 @@ class SuiteRunner:
         rows = zip(items, records, grades, strict=True)
         graded = [{"index": item.index, "prediction": r["prediction"], **g} for item, r, g in rows]
         write_json_atomic(folder / f"{benchmark.name}.grades.json", graded)
-        return score, {"maxTiles": tiles, "refused": refused, "limit": limit}
+        detail = {
+            "maxTiles": tiles,
+            "refused": refused,
+            "limit": limit,
+            "judge": judge_accounting(grades, judge_model=judge.model if isinstance(judge, ServedJudge) else None),
+            "uncertainty": interval(benchmark, items, grades),
+        }
+        return score, detail
 
     def _request(self, benchmark: Benchmark, item: Item, tiles: int) -> Request:
         text = benchmark.prompt(item)
@@ -221,6 +233,24 @@ async def _ask(benchmark: Benchmark, client: ChatClient, model: str, request: Re
         log.warning("%s item %s: the server refused it (%s)", benchmark.name, request.item.index, exc)
         return record | {"prediction": "", "error": str(exc)}
     return record | {"prediction": reply}
+
+
+def judge_accounting(grades: Sequence[Grade], *, judge_model: str | None) -> dict[str, Any]:
+    """How the replies were read: by rule, by the judge, not even by the judge, or by rule where VLMEvalKit would
+    have asked a judge the suite does not have; the share of items the judge saw, and whether its failures make
+    the score degraded (more than DEGRADED_SHARE of the items it was asked about)."""
+    uses = Counter(str(g.get("judge", RULE)) for g in grades)
+    asked = uses[JUDGE] + uses[JUDGE_FAILED]
+    return {
+        "model": judge_model,
+        "rule": uses[RULE],
+        "asked": asked,
+        "failures": uses[JUDGE_FAILED],
+        "needsJudge": uses[NEEDS_JUDGE],
+        "share": round(asked / len(grades), 4) if grades else 0.0,
+        "judgeFree": asked == 0,
+        "degraded": asked > 0 and uses[JUDGE_FAILED] > DEGRADED_SHARE * asked,
+    }
 
 
 async def _grade_all(

@@ -51,6 +51,9 @@ class ShapesCaption(Benchmark):
         s = fact_f1(stated, truth)
         return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "stated": len(stated)}
 
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float]:
+        return [float(g["f1"]) for g in grades]
+
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         raw = {key: percent(mean(g[key] for g in grades)) for key in ("f1", "precision", "recall")}
         return Score(raw["f1"], self.metric, len(grades), raw)
@@ -78,6 +81,9 @@ class ShapesExact(Benchmark):
 
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
         return {"read": self.read(prediction), "correct": self.correct(item, prediction)}
+
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float]:
+        return [float(g["correct"]) for g in grades]
 
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         accuracy = percent(mean(float(g["correct"]) for g in grades))

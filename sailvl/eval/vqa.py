@@ -12,7 +12,19 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from sailvl.eval import prompts
-from sailvl.eval.base import LONG_TOKENS, Benchmark, Grade, Score, answer_list, need, percent
+from sailvl.eval.base import (
+    JUDGE,
+    JUDGE_FAILED,
+    LONG_TOKENS,
+    NEEDS_JUDGE,
+    RULE,
+    Benchmark,
+    Grade,
+    Score,
+    answer_list,
+    need,
+    percent,
+)
 from sailvl.eval.extract import can_infer, extract_choice, normalize_vqa, numbers_in
 from sailvl.eval.items import BenchmarkFileError, Item
 from sailvl.eval.judge import Judge, extract_mathvista, grade_mmvet
@@ -35,6 +47,9 @@ class ShortAnswer(Benchmark):
 
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
         return {"score": self.measure(answer_list(item, self.name), prediction)}
+
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float]:
+        return [float(g["score"]) for g in grades]
 
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         value = percent(mean(g["score"] for g in grades))
@@ -89,6 +104,9 @@ class OCRBench(Benchmark):
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
         return {"correct": ocrbench_hit(answer_list(item, self.name), prediction, item["category"])}
 
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float]:
+        return [float(g["correct"]) for g in grades]
+
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         count = sum(bool(g["correct"]) for g in grades)
         groups: Counter[str] = Counter()
@@ -127,12 +145,26 @@ class MathVista(Benchmark):
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
         bare = _mathvista_correct(item, prediction)
         if bare:
-            return {"extracted": prediction, "method": "prefetch", "correct": True}
+            return {"extracted": prediction, "method": "prefetch", "judge": RULE, "correct": True}
         if judge is not None:
             extracted = await extract_mathvista(judge, item["question"], prediction)
-            return {"extracted": extracted, "method": "judge", "correct": _mathvista_correct(item, extracted)}
+            use = JUDGE if extracted else JUDGE_FAILED
+            return {
+                "extracted": extracted,
+                "method": "judge",
+                "judge": use,
+                "correct": _mathvista_correct(item, extracted),
+            }
         extracted = _rule_extract(item, prediction)
-        return {"extracted": extracted, "method": "rule", "correct": _mathvista_correct(item, extracted)}
+        return {
+            "extracted": extracted,
+            "method": "rule",
+            "judge": NEEDS_JUDGE,
+            "correct": _mathvista_correct(item, extracted),
+        }
+
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float]:
+        return [float(g["correct"]) for g in grades]
 
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         accuracy = percent(mean(float(g["correct"]) for g in grades))
@@ -203,8 +235,22 @@ class MMVet(Benchmark):
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
         if judge is not None:
             score = await grade_mmvet(judge, item["question"], item["answer"], prediction)
-            return {"score": 0.0 if score is None else score, "method": "judge", "unparsed": score is None}
-        return {"score": mmvet_rule(item["answer"], prediction), "method": "rule", "unparsed": False}
+            use = JUDGE_FAILED if score is None else JUDGE
+            return {
+                "score": 0.0 if score is None else score,
+                "method": "judge",
+                "judge": use,
+                "unparsed": score is None,
+            }
+        return {
+            "score": mmvet_rule(item["answer"], prediction),
+            "method": "rule",
+            "judge": NEEDS_JUDGE,
+            "unparsed": False,
+        }
+
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float]:
+        return [float(g["score"]) for g in grades]
 
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         value = percent(mean(g["score"] for g in grades))

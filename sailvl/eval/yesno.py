@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from sailvl.eval import prompts
-from sailvl.eval.base import Benchmark, Grade, Score, need, percent
+from sailvl.eval.base import Benchmark, Grade, Score, judge_use, need, percent
 from sailvl.eval.extract import yes_no
 from sailvl.eval.items import BenchmarkFileError, Item
 from sailvl.eval.judge import Judge, match_yes_no
@@ -38,9 +38,14 @@ class YesNo(Benchmark):
 
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
         answer, judged = yes_no(prediction), False
+        by_rule = answer != "Unknown"
         if answer == "Unknown" and judge is not None:
             answer, judged = await match_yes_no(judge, item["question"], prediction), True
-        return {"extracted": answer, "judged": judged, "correct": answer == self.truth(item)}
+        use = judge_use(by_rule, judge is not None, answer != "Unknown")
+        return {"extracted": answer, "judged": judged, "judge": use, "correct": answer == self.truth(item)}
+
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float] | None:
+        return [float(g["correct"]) for g in grades]
 
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         accuracy = percent(mean(float(g["correct"]) for g in grades))
@@ -65,6 +70,9 @@ class MME(YesNo):
 
     def __init__(self, name: str) -> None:
         super().__init__(name, prompts.mme)
+
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> None:
+        return None  # per-category accuracy + accuracy+ (over image pairs), summed: not a mean over units
 
     def check(self, item: Item, source: str) -> None:
         need(item, source, "category")
@@ -102,6 +110,9 @@ class HallusionBench(YesNo):
     def __init__(self, name: str) -> None:
         super().__init__(name, prompts.hallusion)
 
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> None:
+        return None  # the mean of three accuracies over different groupings
+
     def check(self, item: Item, source: str) -> None:
         need(item, source, "l2-category")
         if len(item.index.split("_")) < 6:
@@ -128,9 +139,13 @@ class POPE(YesNo):
     comma-separated categories); accuracy, precision, recall and per-category F1 are kept."""
 
     metric = "F1"
+    independent_items = True
 
     def __init__(self, name: str, prompt: Callable[[Item], str] = prompts.as_is) -> None:
         super().__init__(name, prompt)
+
+    def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> None:
+        return None  # F1 is not a mean over items: resampled as a statistic of independent items
 
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         rows: list[tuple[str | None, str, str]] = []

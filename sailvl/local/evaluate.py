@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sailvl.api import conditions as c
-from sailvl.api.evalsuite import EvalProgress, EvalSuite, EvalSuiteStatus, GroupScores
+from sailvl.api.evalsuite import EvalProgress, EvalSuite, EvalSuiteStatus, GroupScores, degraded_condition
 from sailvl.api.meta import Resource
 from sailvl.local.base import Failure, ResourceRun
 from sailvl.local.procs import SAILVL, free_port
@@ -41,6 +41,7 @@ class EvalRun(ResourceRun):
         message = self.termination(termination)
         if "results" not in message:
             raise Failure(c.REASON_JOB_FAILED, "sailvl eval exited 0 but wrote no results in its termination message")
+        self.condition(c.DEGRADED, *degraded_condition(message))
         self.status.results = {str(k): float(v) for k, v in message["results"].items()}
         self.status.average = float(message["average"]) if message.get("average") is not None else None
         self.status.groups = GroupScores.model_validate(message.get("groups") or {}, strict=False)

@@ -1,4 +1,5 @@
-"""Reading answers back: option letters (VLMEvalKit's rules plus two more), yes/no, numbers, VQA normalisation."""
+"""Reading answers back: option letters and yes/no (VLMEvalKit's rules alone; tests/test_eval_vlmevalkit_parity.py
+holds VLMEvalKit's own verdicts), numbers, VQA normalisation."""
 
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ LONG_EARLY_LETTER = (
         ("The red car on the left", "C"),
         ("The image shows a cat.", "A"),  # lower-case "a" is an article, not an option
         ("A cat", "A"),
-        ("b", "B"),  # a lone lower-case letter
-        ("(b)", "B"),
-        ("c.", "C"),
+        ("b", None),  # letters are case-sensitive: VLMEvalKit leaves these to its judge
+        ("(b)", None),
+        ("c.", None),
+        ("the answer is c", "C"),  # but its "answer is X" rule ignores case
         ("\\boxed{C}", "C"),
         ("So the final answer is \\boxed{(D)}", "D"),
         ("Cannot determine the answer", "Z"),  # a refusal: VLMEvalKit's Z, never correct
@@ -46,7 +48,7 @@ LONG_EARLY_LETTER = (
         ("   ", None),
         ("I don't know", None),
         ("A or B", None),  # two letters: ambiguous
-        ("B is wrong, the answer is C", None),
+        ("B is wrong, the answer is C", "C"),  # two letters, then "answer is C"
         ("cat or dog", None),  # two options' texts
         ("E", None),  # not an option
         ("e", None),

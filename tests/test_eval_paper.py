@@ -272,7 +272,7 @@ def test_mmmu_upscales_its_first_image() -> None:
     assert Image.open(io.BytesIO(image)).size == (64, 48)
 
 
-def test_without_a_judge_the_fallbacks_are_used_and_reported(tmp_path: Path) -> None:
+def test_without_a_judge_the_scores_are_judge_free_and_say_so(tmp_path: Path) -> None:
     replies = _write_files(tmp_path / "data")
     spec = write_spec(
         tmp_path,
@@ -283,11 +283,17 @@ def test_without_a_judge_the_fallbacks_are_used_and_reported(tmp_path: Path) -> 
     with eval_stub(lambda text, images: replies[text]) as model:
         assert main(str(spec), env={"SAILVL_MODEL_URL_MODEL": model.url}, retry=FAST) == 0
     results = json.loads((tmp_path / "o" / "results.json").read_text())
-    # MMVet by rule: "12" is in "It is 12"; "It is funny" is not in "A meme" -> 50
-    # MathVista by rule: 7 bare; option "5" named -> B; no number in "one and a half"; last number 8 -> 2 of 4
+    # MMVet has no rule (VLMEvalKit refuses to score it without a judge) -> 0
+    # MathVista: only the bare 7 is read by rule; the 3 others would go to the judge and score 0 -> 25
     # AI2D: "hmm" names no option and counts as wrong -> 50
-    assert results["results"] == {"MMVet": 50.0, "MathVista_MINI": 50.0, "AI2D_TEST": 50.0}
+    assert results["results"] == {"MMVet": 0.0, "MathVista_MINI": 25.0, "AI2D_TEST": 50.0}
     notes = "\n".join(results["limitations"])
-    assert "MMVet: no judge" in notes
-    assert "MathVista_MINI: no judge: 3 verbose replies were read by rule" in notes
+    assert "MMVet: no judge: MMVet is graded by a judge only" in notes
+    assert "MathVista_MINI: no judge: 3 replies the rule cannot read score 0" in notes
     assert "AI2D_TEST: 1 replies named no option and count as wrong" in notes
+    judge = {name: results["benchmarks"][name]["judge"] for name in ("MMVet", "MathVista_MINI", "AI2D_TEST")}
+    assert {name: (j["needsJudge"], j["judgeFree"]) for name, j in judge.items()} == {
+        "MMVet": (2, True),
+        "MathVista_MINI": (3, True),
+        "AI2D_TEST": (1, True),
+    }

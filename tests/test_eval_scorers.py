@@ -22,7 +22,7 @@ from sailvl.eval.scorers import (
     relaxed_correct,
     vqa_accuracy,
 )
-from sailvl.eval.vqa import ChartQA, OCRBench, mmvet_rule
+from sailvl.eval.vqa import ChartQA, OCRBench
 from sailvl.eval.yesno import MME, POPE
 
 
@@ -182,20 +182,6 @@ def test_fact_f1() -> None:
     assert (s.precision, s.recall) == (pytest.approx(2 / 3), 0.5)
     assert s.f1 == pytest.approx(4 / 7)
     assert fact_f1([], ["a"]).f1 == 0.0
-
-
-@pytest.mark.parametrize(
-    ("truth", "reply", "expected"),
-    [
-        ("-1<AND>-5", "x = -1 or x = -5", 1.0),
-        ("-1<AND>-5", "x = -5", 0.5),
-        ("Paris<OR>France", "It is in France.", 1.0),
-        ("blue", "The sky is blue.", 1.0),
-        ("blue", "The sky is bluish.", 0.0),
-    ],
-)
-def test_mmvet_rule_fallback(truth: str, reply: str, expected: float) -> None:
-    assert mmvet_rule(truth, reply) == expected
 
 
 def test_group_averages_and_overall_average() -> None:

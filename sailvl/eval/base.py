@@ -9,6 +9,7 @@ in `raw`, and anything that makes a score not comparable with published ones is 
 from __future__ import annotations
 
 import ast
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,13 +76,26 @@ class Benchmark(ABC):
         """The images sent with the prompt (the item's own, unless the benchmark's model class alters them)."""
         return item.images
 
+    def model_output(self, reply: str) -> str:
+        """The prediction a reply becomes before it is written down: what VLMEvalKit's SAIL-VL model class does to
+        its generations for this benchmark (nothing, for most)."""
+        return reply
+
     @abstractmethod
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
-        """How one reply fares; `judge` is None when the suite has none."""
+        """How one prediction fares (as VLMEvalKit reads it back, `items.as_scored`); `judge` is None when the
+        suite has none."""
 
     @abstractmethod
     def aggregate(self, items: Sequence[Item], grades: Sequence[Grade]) -> Score:
         """The score over every item (`grades[i]` belongs to `items[i]`)."""
+
+    async def grade_all(self, items: Sequence[Item], predictions: Sequence[str], judge: Judge | None) -> list[Grade]:
+        """Every item's grade (`predictions[i]` answers `items[i]`); a benchmark whose items depend on each other
+        (circular groups) decides together which replies the judge sees."""
+        # Grading is instant unless a judge is asked; the judge's client bounds its requests in flight.
+        pairs = zip(items, predictions, strict=True)
+        return list(await asyncio.gather(*(self.grade(item, prediction, judge) for item, prediction in pairs)))
 
     def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float] | None:
         """The values (0-1) of the independent units whose mean x 100 is the score, for its bootstrap interval;
@@ -90,8 +104,11 @@ class Benchmark(ABC):
 
 
 def answer_list(item: Item, source: str, column: str = "answer") -> list[str]:
-    """The true answers of an item: a Python-style list of strings in the cell, or the cell itself."""
-    value = item[column]
+    """The true answers of an item: a Python-style list of strings in the cell, or the cell itself (`nan` when the
+    cell reads as missing, e.g. `None`: VLMEvalKit compares with `str(NaN)`)."""
+    value = item.get(column)
+    if value is None:
+        return ["nan"]
     if not (value.startswith("[") and value.endswith("]")):
         return [value]
     try:

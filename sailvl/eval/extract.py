@@ -1,10 +1,10 @@
 """Reading answers back: which option a reply chose, whether it said yes or no, which number it gave, and the answer
 normalisation of the VQA evaluation.
 
-Option and yes/no extraction follow VLMEvalKit (`can_infer`, `YOrN_Extraction`), whose rules decide what counts as a
-readable answer in the published numbers; `extract_choice` adds two readings VLMEvalKit leaves to its GPT judge (a
-lone lower-case letter, LaTeX `\\boxed{B}`). The VQA normalisation is the official VQA evaluation's, quirks included
-(its period pattern is a lookahead where a lookbehind was meant), so that scores match the community's.
+Everything here is VLMEvalKit's rule, quirks included, at the commit `sailvl.eval.provenance` names
+(`vlmeval/utils/matching_util.py`, `vlmeval/smp/misc.py`, `vlmeval/dataset/utils/yorn.py`, `vqa_eval.py`): which
+replies a rule reads, and so which go to the judge, decide the published numbers. A reply no rule reads is left to
+the judge (`None` here), never guessed at.
 """
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ _REFUSALS = (
     "Cannot determine the answer",
 )
 _OPTION_PUNCTUATION = ".()[],:;!*#{}"
-# A letter must be among the last words: "B is wrong, the answer is C" must not read as B (VLMEvalKit keeps 5).
+# A letter must be among the last four words: "B is wrong, the answer is C" must not read as B.
 _LETTER_WINDOW = 5
-_BOXED = re.compile(r"\\boxed\{\s*\(?([A-Za-z])\)?\s*\}")
-_LONE_LETTER = re.compile(r"[(\[]?\s*([a-z])\s*[)\]]?[.:]?")
+# "The answer is C", "the correct answer is **b**": case-insensitive, A-D only ("The answer is a car" reads as A).
+_VERBOSE_ANSWER = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
 
 
 def can_infer_option(answer: str, choices: Mapping[str, str]) -> str | None:
-    """The option letter `answer` names as a word of its own (VLMEvalKit's `can_infer_option`), `Z` for a refusal."""
+    """The option letter `answer` names (VLMEvalKit's `can_infer_option`), `Z` for a refusal, None when none.
+
+    One upper-case letter among the options as a word of its own within the last four words; no letter but a `Z`;
+    then the first "answer is X" with X among A-D. Letters are case-sensitive ("b" is not read)."""
     if "Failed to obtain answer via API" in answer:
         return None
     if any(refusal in answer for refusal in _REFUSALS):
@@ -37,11 +40,13 @@ def can_infer_option(answer: str, choices: Mapping[str, str]) -> str | None:
         words = words.replace(ch, " ")
     splits = [w.strip() for w in words.split()]
     named = [letter for letter in choices if letter in splits]
-    if len(named) == 1:
-        letter = named[0]
-        return letter if splits.index(letter) > len(splits) - _LETTER_WINDOW else None
+    if len(named) == 1 and splits.index(named[0]) > len(splits) - _LETTER_WINDOW:
+        return named[0]
     if not named and Z in splits:
         return Z
+    verbose = _VERBOSE_ANSWER.search(answer)  # also when several letters, or one too early, were named
+    if verbose and verbose.group(1).upper() in choices:
+        return verbose.group(1).upper()
     return None
 
 
@@ -60,26 +65,12 @@ def can_infer(answer: str, choices: Mapping[str, str]) -> str | None:
 
 
 def extract_choice(answer: str, choices: Mapping[str, str]) -> str | None:
-    """The option letter (or `Z`) a reply chose, or None when no rule reads one (a judge may then be asked).
-
-    `can_infer` first; then `\\boxed{B}` and a reply that is a single lower-case letter ("b", "(b)", "b.").
-    """
-    answer = str(answer).strip()
-    if not answer:
-        return None
-    boxed: list[str] = _BOXED.findall(answer)
-    if boxed and boxed[-1].upper() in choices:
-        return boxed[-1].upper()
-    found = can_infer(answer, choices)
-    if found is not None:
-        return found
-    lone = _LONE_LETTER.fullmatch(answer)
-    if lone and lone.group(1).upper() in choices:
-        return lone.group(1).upper()
-    return None
+    """The option letter (or `Z`) a reply chose, or None when no rule reads one (VLMEvalKit then asks its judge;
+    without one the reply counts as `Z`, never right)."""
+    return can_infer(str(answer), choices)
 
 
-# --- the official VQA answer normalisation (vqaEval.py), as VLMEvalKit applies it ----------------------------------
+# --- the VQA answer normalisation, as VLMEvalKit applies it (smp/misc.py, vqa_eval.py) -------------------------------
 _CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
     "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't", "dont": "don't",
@@ -114,9 +105,11 @@ _NUMBER_WORDS = {
 }  # fmt: skip
 _ARTICLES = ("a", "an", "the")
 _PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+# A period with no digit on either side goes ("cat." -> "cat"); "3." keeps its period (the official VQA script's
+# pattern, `(?!<=\d)`, was meant as this lookbehind and strips it).
+_PERIOD_STRIP = re.compile(r"(?<!\d)\.(?!\d)")
 _COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
-_RE_UNICODE_AS_COUNT = 32  # the official code passes re.UNICODE where `count` goes: at most 32 periods are removed
+_RE_UNICODE_AS_COUNT = 32  # VLMEvalKit passes re.UNICODE where `count` goes: at most 32 periods are removed
 
 
 def process_punctuation(text: str) -> str:

@@ -29,6 +29,16 @@ NA_VALUES = frozenset(
      "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 )  # fmt: skip
 _REFERENCE_MAX = 64  # an image cell this short is another row's index (VLMEvalKit's rule)
+XLSX_CELL_LIMIT = 32767  # characters an .xlsx cell keeps (xlsxwriter cuts longer strings)
+
+
+def as_scored(prediction: str) -> str:
+    """A prediction as VLMEvalKit scores it: written to its `.xlsx` prediction file and read back with pandas, so
+    cut at 32,767 characters, and `nan` when pandas reads the cell as missing (a blank reply, `None`, `N/A` ...)."""
+    text = prediction[:XLSX_CELL_LIMIT]
+    return "nan" if text in NA_VALUES else text
+
+
 OPTION_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 

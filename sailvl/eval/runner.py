@@ -24,7 +24,8 @@ from sailvl.eval import registry
 from sailvl.eval.base import JUDGE, JUDGE_FAILED, NEEDS_JUDGE, RULE, Benchmark, Grade, Score
 from sailvl.eval.client import ChatClient, RequestRejected, RetryPolicy, tiles_kwargs, user_message
 from sailvl.eval.exporter import EvalMetrics
-from sailvl.eval.items import Item
+from sailvl.eval.files import model_label, write_files
+from sailvl.eval.items import Item, as_scored
 from sailvl.eval.judge import Judge
 from sailvl.eval.loading import ConfigError, load_items
 from sailvl.eval.provenance import provenance
@@ -103,6 +104,7 @@ class SuiteRunner:
             raise ConfigError("spec.judge is set but no judge URL was given (SAILVL_MODEL_URL_JUDGE)")
         self.spec, self.endpoints, self.output = spec, endpoints, output
         self.metrics = metrics or EvalMetrics()
+        self.label = "model"  # the model's name in results file names, set once the server answers
         for benchmark in spec.benchmarks:  # from 0: a benchmark not started yet shows 0 answered, not no data
             self.metrics.add_items(benchmark, 0)
         self.retry = retry
@@ -129,6 +131,7 @@ class SuiteRunner:
                 client = ChatClient(self.endpoints.judge, concurrency=concurrency, retry=self.retry)
                 judge_client = await stack.enter_async_context(client)
                 judge_model = await served_model(judge_client, self.spec.judge.name)
+            self.label = model_label(self.spec.model.uri, model)
             for name in self.spec.benchmarks:
                 benchmark = registry.get(name)
                 judge = None
@@ -165,21 +168,34 @@ class SuiteRunner:
         finally:
             store.close()
         records = [answered[item.index] for item in items]
-        grades = await _grade_all(benchmark, items, [r["prediction"] for r in records], judge)
+        predictions = [benchmark.model_output(r["prediction"]) for r in records]
+        grades = await benchmark.grade_all(items, [as_scored(p) for p in predictions], judge)
         score = benchmark.aggregate(items, grades)
         refused = sum("error" in r for r in records)
         if refused:
             note = f"{refused} requests the server refused (e.g. longer than the context) are scored as wrong"
             score = Score(score.score, score.metric, score.items, score.raw, (*score.limitations, note))
         rows = zip(items, records, grades, strict=True)
-        graded = [{"index": item.index, "prediction": r["prediction"], **g} for item, r, g in rows]
+        graded = [{"index": item.index, "reply": r["prediction"], "prediction": p, **g}
+                  for (item, r, g), p in zip(rows, predictions, strict=True)]  # fmt: skip
         write_json_atomic(folder / f"{benchmark.name}.grades.json", graded)
+        judge_name = judge.model if isinstance(judge, ServedJudge) else None
+        files = write_files(
+            folder,
+            model=self.label,
+            judge=judge_name,
+            benchmark=benchmark,
+            items=items,
+            predictions=predictions,
+            score=score,
+        )
         detail = {
             "maxTiles": tiles,
             "refused": refused,
             "limit": limit,
-            "judge": judge_accounting(grades, judge_model=judge.model if isinstance(judge, ServedJudge) else None),
+            "judge": judge_accounting(grades, judge_model=judge_name),
             "uncertainty": interval(benchmark, items, grades),
+            "files": sorted([f"{benchmark.name}.grades.json", *(f.name for f in files)]),
         }
         return score, detail
 
@@ -251,13 +267,6 @@ def judge_accounting(grades: Sequence[Grade], *, judge_model: str | None) -> dic
         "judgeFree": asked == 0,
         "degraded": asked > 0 and uses[JUDGE_FAILED] > DEGRADED_SHARE * asked,
     }
-
-
-async def _grade_all(
-    benchmark: Benchmark, items: Sequence[Item], predictions: Sequence[str], judge: Judge | None
-) -> list[Grade]:
-    # Grading is instant unless a judge is asked; the judge's client bounds its requests in flight.
-    return list(await asyncio.gather(*(benchmark.grade(i, p, judge) for i, p in zip(items, predictions, strict=True))))
 
 
 class _Progress:

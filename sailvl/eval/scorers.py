@@ -40,15 +40,17 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def normalized_distance(truth: str, prediction: str) -> float:
-    """Levenshtein distance over the longer length, after lower-casing and collapsing whitespace."""
+    """VLMEvalKit's `anls_compute`: the Levenshtein distance of the lower-cased, whitespace-collapsed strings over
+    the longer of the two *raw* strings' upper-cased lengths (so padding or "ß" -> "SS" lengthens it)."""
     t, p = " ".join(truth.strip().lower().split()), " ".join(prediction.strip().lower().split())
-    longest = max(len(t), len(p))
+    longest = max(len(truth.upper()), len(prediction.upper()))
     return 0.0 if longest == 0 else levenshtein(t, p) / longest
 
 
 def anls(truths: Sequence[str], prediction: str, threshold: float = ANLS_THRESHOLD) -> float:
     """Average Normalized Levenshtein Similarity of one item: 1 - the smallest distance to any true answer, and 0
-    when that similarity is below the threshold (VLMEvalKit keeps a similarity of exactly 0.5)."""
+    when that similarity is below the threshold (VLMEvalKit keeps a similarity of exactly 0.5). The prediction is
+    not stripped."""
     similarity = 1.0 - min(normalized_distance(t, prediction) for t in truths)
     return 0.0 if similarity < threshold else similarity
 

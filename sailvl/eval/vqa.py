@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import ast
-import re
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from sailvl.eval.base import (
     need,
     percent,
 )
-from sailvl.eval.extract import can_infer, extract_choice, normalize_vqa, numbers_in
+from sailvl.eval.extract import can_infer
 from sailvl.eval.items import BenchmarkFileError, Item
 from sailvl.eval.judge import Judge, extract_mathvista, grade_mmvet
 from sailvl.eval.scorers import OCRBENCH_MATH, anls, mean, ocrbench_hit, relaxed_accuracy, vqa_accuracy
@@ -70,11 +69,11 @@ class DocumentVQA(ShortAnswer):
 
 class ChartQA(ShortAnswer):
     metric = "relaxed_accuracy"
+    measure = staticmethod(relaxed_accuracy)
 
-    @staticmethod
-    def measure(truths: Sequence[str], prediction: str) -> float:
-        # SAIL-VL's model class drops a final period for ChartQA before scoring ("12." would miss "12").
-        return relaxed_accuracy(truths, prediction[:-1] if prediction.endswith(".") else prediction)
+    def model_output(self, reply: str) -> str:
+        # VLMEvalKit's SAIL-VL model class drops a final period for ChartQA ("12." would miss "12").
+        return reply[:-1] if reply.endswith(".") else reply
 
 
 class OCRBench(Benchmark):
@@ -120,8 +119,13 @@ class OCRBench(Benchmark):
 
 
 class MathVista(Benchmark):
-    """Accuracy of the final answer: read by rule when the reply is bare (VLMEvalKit's prefetch), else extracted by
-    the judge; without a judge, the option named or the last number stated (rounded to the item's precision)."""
+    """Accuracy of the final answer, as VLMEvalKit's `MathVista_auxeval` and `post_check` read it: a reply the rule
+    reads (an option for multiple choice; for numbers, a reply that *is* the right int or float) is taken as it is;
+    every other reply goes to the judge, whose extraction is checked the same way. Without a judge those replies
+    score 0 (what VLMEvalKit gives when its judge answers nothing) and the score says so.
+
+    VLMEvalKit's quirks are kept: free-form text and list answers never count as right (its check compares them with
+    the string 'None'), and a right answer of 0 is not taken by the rule (0 is falsy) but left to the judge."""
 
     metric = "accuracy"
     columns = ("question", "answer", "question_type", "answer_type")
@@ -143,25 +147,16 @@ class MathVista(Benchmark):
         return prompts.as_is(item)
 
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
-        bare = _mathvista_correct(item, prediction)
-        if bare:
-            return {"extracted": prediction, "method": "prefetch", "judge": RULE, "correct": True}
-        if judge is not None:
-            extracted = await extract_mathvista(judge, item["question"], prediction)
-            use = JUDGE if extracted else JUDGE_FAILED
-            return {
-                "extracted": extracted,
-                "method": "judge",
-                "judge": use,
-                "correct": _mathvista_correct(item, extracted),
-            }
-        extracted = _rule_extract(item, prediction)
-        return {
-            "extracted": extracted,
-            "method": "rule",
-            "judge": NEEDS_JUDGE,
-            "correct": _mathvista_correct(item, extracted),
-        }
+        prefetched = post_check(item, prediction, prefetch=True)
+        if prefetched:
+            correct = bool(post_check(item, str(prefetched), prefetch=False))
+            return {"extracted": str(prefetched), "method": "prefetch", "judge": RULE, "correct": correct}
+        if judge is None:
+            return {"extracted": "", "method": "none", "judge": NEEDS_JUDGE, "correct": False}
+        extracted = await extract_mathvista(judge, item["question"], prediction)
+        use = JUDGE if extracted else JUDGE_FAILED
+        correct = bool(post_check(item, extracted, prefetch=False))
+        return {"extracted": extracted, "method": "judge", "judge": use, "correct": correct}
 
     def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float]:
         return [float(g["correct"]) for g in grades]
@@ -170,10 +165,10 @@ class MathVista(Benchmark):
         accuracy = percent(mean(float(g["correct"]) for g in grades))
         methods = Counter(g["method"] for g in grades)
         caveats: tuple[str, ...] = ()
-        if methods["rule"]:
+        if methods["none"]:
             caveats = (
-                f"no judge: {methods['rule']} verbose replies were read by rule (option named, else the last number); "
-                "VLMEvalKit extracts them with a GPT judge",
+                f"no judge: {methods['none']} replies the rule cannot read score 0; VLMEvalKit extracts them with "
+                "its judge (it refuses to score MathVista without one)",
             )
         return Score(accuracy, self.metric, len(grades), {"accuracy": accuracy, "methods": dict(methods)}, caveats)
 
@@ -185,45 +180,36 @@ def _choices(item: Item) -> dict[str, str]:
     return {chr(65 + i): str(option) for i, option in enumerate(options)}
 
 
-def _mathvista_correct(item: Item, response: str) -> bool:
-    """VLMEvalKit's `post_check`: the option read from the response, or the response as an int / float / string."""
-    answer_type = item["answer_type"]
+def post_check(item: Item, response: str, *, prefetch: bool) -> str | int | float | bool | None:
+    """VLMEvalKit's `post_check`. With `prefetch` (the model's reply): for multiple choice the option the reply names
+    (right or not), else the reply itself when it is exactly the right int or float; falsy when it is not.
+    Without (the judge's extraction): whether it is right."""
+    truth = item.get("answer") or "nan"  # an answer that reads as missing is NaN in VLMEvalKit
+    answer: object = truth
+    result: object = None
     try:
         if item["question_type"] == "multi_choice":
-            return can_infer(response, _choices(item)) == item["answer_option"].strip()
-        if answer_type == "integer":
-            return int(response) == int(item["answer"])
-        if answer_type == "float":
-            return float(response) == float(item["answer"])
+            answer = item["answer_option"].strip()
+            result = can_infer(response, _choices(item))
+            if prefetch:
+                return result
+        elif item["answer_type"] == "integer":
+            result, answer = int(response), int(truth)
+        elif item["answer_type"] == "float":
+            result, answer = float(response), float(truth)
+        else:  # VLMEvalKit compares str(None) with the answer: free-form and list answers never match
+            result, answer = str(result), str(answer)
     except ValueError:
-        return False
-    return response.strip() == item["answer"].strip()
-
-
-def _rule_extract(item: Item, prediction: str) -> str:
-    if item["question_type"] == "multi_choice":
-        choices = _choices(item)
-        found = extract_choice(prediction, choices)
-        if found is None:  # a verbose reply: the one option whose text it states as a word of its own
-            lowered = prediction.lower()
-            named = [k for k, v in choices.items() if re.search(rf"(?<!\w){re.escape(v.lower())}(?!\w)", lowered)]
-            found = named[0] if len(named) == 1 else None
-        return found or ""
-    if item["answer_type"] in ("integer", "float"):
-        numbers = numbers_in(prediction)
-        if not numbers:
-            return ""
-        if item["answer_type"] == "integer":
-            return str(round(float(numbers[-1])))
-        precision = int(float(item.get("precision") or 2))
-        return str(round(float(numbers[-1]), precision))
-    return prediction.strip()
+        pass
+    if result == answer:
+        return result if prefetch else True  # type: ignore[return-value]
+    return False
 
 
 class MMVet(Benchmark):
-    """Mean correctness (0-1) of open answers, graded by the judge against the reference with VLMEvalKit's
-    prompt. Without a judge: the share of the reference's <AND> parts (or any <OR> part) the reply contains,
-    after VQA normalisation, which credits short factual answers only."""
+    """Mean correctness (0-1) of open answers, graded by the judge against the reference with VLMEvalKit's prompt
+    (five tries; a judge that never answers with a score gives 0.0, as VLMEvalKit's does). There is no rule: without
+    a judge every item scores 0 and the score says it is judge-free (VLMEvalKit refuses to score MMVet then)."""
 
     metric = "correctness"
     max_tokens = LONG_TOKENS
@@ -233,21 +219,11 @@ class MMVet(Benchmark):
         return prompts.as_is(item)
 
     async def grade(self, item: Item, prediction: str, judge: Judge | None) -> Grade:
-        if judge is not None:
-            score = await grade_mmvet(judge, item["question"], item["answer"], prediction)
-            use = JUDGE_FAILED if score is None else JUDGE
-            return {
-                "score": 0.0 if score is None else score,
-                "method": "judge",
-                "judge": use,
-                "unparsed": score is None,
-            }
-        return {
-            "score": mmvet_rule(item["answer"], prediction),
-            "method": "rule",
-            "judge": NEEDS_JUDGE,
-            "unparsed": False,
-        }
+        if judge is None:
+            return {"score": 0.0, "method": "none", "judge": NEEDS_JUDGE, "unparsed": False}
+        score = await grade_mmvet(judge, item["question"], item["answer"], prediction)
+        use = JUDGE_FAILED if score is None else JUDGE
+        return {"score": 0.0 if score is None else score, "method": "judge", "judge": use, "unparsed": score is None}
 
     def units(self, items: Sequence[Item], grades: Sequence[Grade]) -> list[float]:
         return [float(g["score"]) for g in grades]
@@ -256,14 +232,6 @@ class MMVet(Benchmark):
         value = percent(mean(g["score"] for g in grades))
         raw: dict[str, object] = {"correctness": value, "unparsed": sum(g["unparsed"] for g in grades)}
         caveats: tuple[str, ...] = ()
-        if any(g["method"] == "rule" for g in grades):
-            caveats = ("no judge: graded by finding the reference's parts in the reply, not comparable with a judge's",)
+        if any(g["method"] == "none" for g in grades):
+            caveats = ("no judge: MMVet is graded by a judge only, so every item scores 0",)
         return Score(value, self.metric, len(grades), raw, caveats)
-
-
-def mmvet_rule(truth: str, prediction: str) -> float:
-    reply = f" {normalize_vqa(prediction)} "
-    if "<OR>" in truth:
-        return 1.0 if any(f" {normalize_vqa(p)} " in reply for p in truth.split("<OR>") if p.strip()) else 0.0
-    parts = [p for p in truth.split("<AND>") if p.strip()]
-    return mean(float(f" {normalize_vqa(p)} " in reply) for p in parts)

@@ -3,6 +3,7 @@ scores, resuming after a kill, refused requests, exit codes, metrics while runni
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from sailvl.eval.client import RetryPolicy
 from sailvl.eval.command import main
 from sailvl.eval.items import Item
 from sailvl.eval.loading import load_items
+from sailvl.eval.provenance import VLMEVALKIT_COMMIT
 from tests.eval_files import write_spec
 from tests.eval_stub import eval_stub, key
 
@@ -95,7 +97,24 @@ def test_synthetic_suite_scores_exactly(tmp_path: Path, capsys: pytest.CaptureFi
     assert results["benchmarks"]["shapes_ocr"]["maxTiles"] == 9
     assert results["counts"] == {"benchmarks": 5, "items": 40}
     assert len((tmp_path / "out" / "shapes_vqa.jsonl").read_text().splitlines()) == 8
-    assert "shapes_ocr         87.50" in capsys.readouterr().out
+    assert "shapes_ocr         87.50  95% [" in capsys.readouterr().out
+    # Each score with its interval, how its replies were read, and where the numbers come from.
+    vqa = results["benchmarks"]["shapes_vqa"]
+    assert vqa["uncertainty"]["method"] == "bootstrap over units" and vqa["uncertainty"]["units"] == 8
+    low, high = vqa["uncertainty"]["ci95"]
+    assert low <= 75.0 <= high and vqa["uncertainty"]["se"] > 0
+    assert vqa["judge"] == {"model": None, "rule": 8, "asked": 0, "failures": 0, "needsJudge": 0, "share": 0.0,
+                            "judgeFree": True, "degraded": False}  # fmt: skip
+    assert results["provenance"]["vlmevalkit"]["commit"] == VLMEVALKIT_COMMIT
+    assert results["provenance"]["model"] == {"uri": "/models/tiny", "digest": None}  # no such folder here
+    # VLMEvalKit's files: the predictions with the benchmark's columns, and its score file.
+    assert vqa["files"] == ["shapes_vqa.grades.json", "tiny_shapes_vqa.tsv", "tiny_shapes_vqa_acc.csv"]
+    with (tmp_path / "out" / "tiny_shapes_vqa.tsv").open() as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert len(rows) == 8 and rows[0]["prediction"].startswith("The answer is") and "image" not in rows[0]
+    assert {"index", "question", "A", "B", "answer"} <= set(rows[0])
+    assert (tmp_path / "out" / "tiny_shapes_vqa_acc.csv").read_text() == "split,Overall\nnone,0.75\n"
+    assert (tmp_path / "out" / "tiny_shapes_pope_score.csv").read_text().startswith("split,Overall,acc,precision")
 
 
 def test_a_rerun_asks_only_unanswered_items_and_changed_settings_ask_again(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from sailvl.eval.extract import can_infer, yes_no
+from sailvl.eval.extract import can_infer, cn_string, yes_no
 
 
 class Judge(Protocol):
@@ -46,9 +46,27 @@ def mcq_match_prompt(question: str, choices: Mapping[str, str], prediction: str)
     )
 
 
+def mcq_match_prompt_cn(question: str, choices: Mapping[str, str], prediction: str) -> str:
+    """VLMEvalKit's `build_prompt_cn`, for a question written in Chinese."""
+    return (
+        "你是一个帮助我匹配答案与单选题中多个选项的 AI 助手。"
+        "你会被提供：一个问题，多个选项，一个答案。你的任务是找到与答案意义最相近的选项。"
+        "如果所有选项的意义都与答案显著不同，则输出 Z。"
+        "你应该输出一个单个的大写字母，例如 A, B, C, D（如果它们是有效选项），或 Z。"
+        "例 1:"
+        "问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 一只可爱的泰迪熊\n输出: A\n"
+        "例 2: \n"
+        "问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 蜘蛛\n输出: Z\n"
+        "例 3: \n"
+        f"问题: {question}?\n选项: {option_block(choices)}\n答案: {prediction}\n输出: "
+    )
+
+
 async def match_option(judge: Judge, question: str, choices: Mapping[str, str], prediction: str) -> str | None:
-    """The option the judge says `prediction` chose (or Z), None when its replies never name one."""
-    prompt = mcq_match_prompt(question, choices, prediction)
+    """The option the judge says `prediction` chose (or Z), None when its replies never name one. The prompt is
+    VLMEvalKit's, in Chinese for a question in Chinese."""
+    build = mcq_match_prompt_cn if cn_string(question) else mcq_match_prompt
+    prompt = build(question, choices, prediction)
     for _ in range(MCQ_RETRIES):  # VLMEvalKit asks again at the same temperature
         found = can_infer(await judge.ask(prompt), choices)
         if found:

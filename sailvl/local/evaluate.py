@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sailvl.api import conditions as c
 from sailvl.api.evalsuite import EvalProgress, EvalSuite, EvalSuiteStatus, GroupScores, degraded_condition
 from sailvl.api.meta import Resource
@@ -27,9 +29,11 @@ class EvalRun(ResourceRun):
         termination = self.state.folder / "termination-eval.json"
         termination.unlink(missing_ok=True)
         self.condition(c.RUNNING, "True", c.REASON_JOB_RUNNING, f"{len(spec.benchmarks)} benchmark(s)")
+        # A suite without an output keeps its predictions, score files and results.json in the workdir anyway.
+        output = [] if spec.output is not None else ["--output", str(self.results_folder)]
         child = await self.start(
             "eval",
-            [*SAILVL, "eval", "--spec", str(self.spec_file)],
+            [*SAILVL, "eval", "--spec", str(self.spec_file), *output],
             **env,
             SAILVL_METRICS_PORT=str(port),
             SAILVL_TERMINATION_LOG=str(termination),
@@ -42,6 +46,7 @@ class EvalRun(ResourceRun):
         if "results" not in message:
             raise Failure(c.REASON_JOB_FAILED, "sailvl eval exited 0 but wrote no results in its termination message")
         self.condition(c.DEGRADED, *degraded_condition(message))
+        self.local.outputs["results"] = str(spec.output.uri if spec.output is not None else self.results_folder)
         self.status.results = {str(k): float(v) for k, v in message["results"].items()}
         self.status.average = float(message["average"]) if message.get("average") is not None else None
         self.status.groups = GroupScores.model_validate(message.get("groups") or {}, strict=False)
@@ -49,6 +54,11 @@ class EvalRun(ResourceRun):
         self.status.progress = EvalProgress(benchmarks_done=done, benchmarks_total=len(spec.benchmarks), percent=100.0)
         if self.status.average is not None:
             self.live.figure = f"average {self.status.average:.1f}"
+
+    @property
+    def results_folder(self) -> Path:
+        """Where a suite without `output` keeps its results files: `<workdir>/evalsuite/<name>/results/`."""
+        return self.state.folder / "results"
 
     async def poll(self, port: int) -> None:
         assert self.ctx.session is not None

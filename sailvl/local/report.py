@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ class Suite:
     name: str
     labels: dict[str, str]
     status: EvalSuiteStatus
+    results: Path | None = None  # its results folder: predictions, score files, results.json
 
 
 def _labels(state: State) -> dict[str, str]:
@@ -84,7 +87,8 @@ def write_report(workdir: Path) -> Path:
         if isinstance(status, TrainStageStatus):
             stages.append((state, status, local.seconds))
         elif isinstance(status, EvalSuiteStatus):
-            suites.append(Suite(state.name, _labels(state), status))
+            folder = local.outputs.get("results")
+            suites.append(Suite(state.name, _labels(state), status, Path(folder) if folder else None))
         elif isinstance(status, CurationRunStatus):
             runs.append((state.name, status))
     figures = {
@@ -95,7 +99,7 @@ def write_report(workdir: Path) -> Path:
     }
     result = claims(suites)
     (out / "claims.json").write_text(json.dumps(result, indent=2) + "\n")
-    markdown = _markdown(stages, suites, runs, result, [name for name, made in figures.items() if made])
+    markdown = _markdown(stages, suites, runs, result, [name for name, made in figures.items() if made], out)
     (out / "report.md").write_text(markdown)
     page = out / "index.html"
     page.write_text(_html(markdown, [name for name, made in figures.items() if made]))
@@ -193,6 +197,7 @@ def _markdown(
     runs: list[tuple[str, CurationRunStatus]],
     result: dict[str, Any],
     figures: list[str],
+    out: Path,
 ) -> str:
     lines = ["# sailvl run report", "", "## Claims", ""]
     lines.append(f"- curated captions beat raw alt text on {CAPTION_BENCHMARK}: **{result['curated_beats_raw']}**")
@@ -219,6 +224,15 @@ def _markdown(
             cells = [f"{suite.status.results[b]:.1f}" if b in suite.status.results else "" for b in benchmarks]
             average = f"{suite.status.average:.1f}" if suite.status.average is not None else ""
             lines.append(f"| {suite.name} | " + " | ".join(cells) + f" | {average} |")
+    with_files = [s for s in suites if s.results is not None and (s.results / "results.json").is_file()]
+    if with_files:
+        lines += ["", "## Predictions and score files", ""]
+        for suite in with_files:
+            assert suite.results is not None
+            found = [p.name for pattern in ("*.tsv", "*_acc.csv", "*_score.*") for p in suite.results.glob(pattern)]
+            files = ["results.json", *sorted(found)]
+            links = ", ".join(f"[{name}]({_relative(suite.results / name, out)})" for name in files)
+            lines.append(f"- {suite.name}: {links}")
     for name, run in runs:
         if run.progress:
             p = run.progress
@@ -226,6 +240,14 @@ def _markdown(
             lines += ["", f"## Curation: {name}", "", funnel]
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
+
+
+def _relative(path: Path, start: Path) -> str:
+    """`path` as a link from a page in `start`."""
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+
+
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)]+)\)")
 
 
 def _html(markdown: str, figures: list[str]) -> str:
@@ -259,6 +281,7 @@ def _html(markdown: str, figures: list[str]) -> str:
             parts.append(f'<p><img src="{html.escape(name)}" alt="{html.escape(name)}" style="max-width:100%"></p>')
         elif line.strip():
             indent = "margin-left:2em;" if line.startswith("  ") else ""
+            text = _LINK.sub(lambda m: f'<a href="{m.group(2)}">{m.group(1)}</a>', text)
             parts.append(f"<p style='{indent}margin-top:0.2em;margin-bottom:0.2em'>{text}</p>")
     flush_table()
     return (

@@ -57,6 +57,16 @@ def test_reduced_quickstart_runs_every_resource_and_hands_checkpoints_on(tmp_pat
         assert (folder / name).stat().st_size > 0, name
     claims = json.loads((folder / "claims.json").read_text())
     assert set(claims) >= {"curated_beats_raw", "average_rises"}
+    # Every suite leaves VLMEvalKit-style predictions and score files and results.json in the workdir, linked.
+    report_md = (folder / "report.md").read_text()
+    for doc in manifests:
+        if doc["kind"] == "EvalSuite":
+            results = Path(_state(workdir, "EvalSuite", doc["metadata"]["name"])["local"]["outputs"]["results"])
+            summary = json.loads((results / "results.json").read_text())
+            for benchmark in doc["spec"]["benchmarks"]:
+                assert set(summary["benchmarks"][benchmark]["files"]) <= {p.name for p in results.iterdir()}
+                assert any(p.name.endswith(f"_{benchmark}.tsv") for p in results.iterdir()), benchmark
+            assert f"- {doc['metadata']['name']}: [results.json](" in report_md
 
 
 CHAIN = """

@@ -111,6 +111,22 @@ def test_scores_land_in_status() -> None:
     assert done.scale == [("align-eval-vllm-model", 0)]
 
 
+def test_a_judge_that_failed_too_often_makes_the_suite_degraded() -> None:
+    suite, plan, servers = running()
+    message = {"results": {"shapes_vqa": 80.0}, "average": 80.0, "groups": {}, "degraded": {"shapes_vqa": [9, 40]}}
+    done = decide(suite, jobs=[eval_job(plan, COMPLETE)], pods=[eval_pod(message)], **servers)
+    degraded = condition(done, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "JudgeFailures")
+    assert degraded["message"] == "shapes_vqa: the judge failed on 9 of 40 replies (scored as wrong; see results.json)"
+    assert done.status["phase"] == "Succeeded"  # the scores stand, flagged
+    assert [e.reason for e in done.events if e.type == "Warning"] == ["JudgeFailures"]
+    healthy = decide(suite, jobs=[eval_job(plan, COMPLETE)], pods=[eval_pod({**message, "degraded": {}})], **servers)
+    assert (condition(healthy, "Degraded")["status"], condition(healthy, "Degraded")["reason"]) == (
+        "False",
+        "JudgeReliable",
+    )
+
+
 def test_a_suite_without_a_message_has_no_scores() -> None:
     suite, plan, servers = running()
     done = decide(suite, jobs=[eval_job(plan, COMPLETE)], pods=[eval_pod("")], **servers)

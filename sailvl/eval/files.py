@@ -23,7 +23,7 @@ from typing import Any
 from sailvl.eval.base import Benchmark, Score
 from sailvl.eval.choice import MMMU, MultipleChoice
 from sailvl.eval.items import Item
-from sailvl.eval.vqa import OCRBench, ShortAnswer
+from sailvl.eval.vqa import MathVista, MMVet, OCRBench, ShortAnswer
 from sailvl.eval.yesno import MME, POPE, HallusionBench, YesNo
 
 EXACT_MATCHING = "exact_matching"  # VLMEvalKit's name for "no judge" in its file names
@@ -116,9 +116,11 @@ def score_file(benchmark: Benchmark, score: Score, judge: str | None) -> tuple[s
     if isinstance(benchmark, ShortAnswer):
         return "_acc.csv", _csv(["Overall"], [[score.score]])
     label = judge or EXACT_MATCHING
-    if benchmark.name.startswith("MathVista"):
+    if isinstance(benchmark, MathVista):
         methods = raw.get("methods") or {}
         row = ["Overall", score.items, methods.get("prefetch", 0), round(score.score * score.items / 100),
                100 * methods.get("prefetch", 0) / max(score.items, 1), score.score]  # fmt: skip
         return f"_{label}_score.csv", _csv(["Task&Skill", "tot", "prefetch", "hit", "prefetch_rate", "acc"], [row])
-    return f"_{label}_score.csv", _csv(["Category", "tot", "acc"], [["Overall", score.items, score.score]])
+    if isinstance(benchmark, MMVet):
+        return f"_{label}_score.csv", _csv(["Category", "tot", "acc"], [["Overall", score.items, score.score]])
+    return "_acc.csv", _csv(["Overall"], [[score.score]])  # the synthetic benchmarks: no VLMEvalKit file to match

@@ -70,7 +70,7 @@ def _write(path: Path, text: str) -> Path:
 def _predictions_tsv(items: Sequence[Item], predictions: Sequence[str]) -> str:
     columns: dict[str, None] = {"index": None}
     for item in items:
-        columns |= dict.fromkeys(k for k in item.fields if k not in ("image", "image_path"))
+        columns |= dict.fromkeys(k for k in item.fields if k != "image")
     columns["prediction"] = None
     out = io.StringIO()
     writer = csv.writer(out, delimiter="\t", lineterminator="\n")

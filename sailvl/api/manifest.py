@@ -23,6 +23,7 @@ from sailvl.api.base import API_VERSION, FieldError
 from sailvl.api.curationrun import CurationRun
 from sailvl.api.evalsuite import EvalSuite
 from sailvl.api.meta import Resource
+from sailvl.api.reading import read_documents
 from sailvl.api.trainstage import TrainStage
 
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (TrainStage, CurationRun, EvalSuite)}
@@ -48,19 +49,10 @@ class ManifestError(ValueError):
         self.issues = issues
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads numbers as YAML 1.2 does (`1e-4` is a float), like kubectl."""
-
-
-_FLOAT_12 = re.compile(
-    r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
-)
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
-
-
 def load_yaml(text: str) -> list[Any]:
-    """All documents of a YAML stream (empty documents dropped); raises yaml.YAMLError."""
-    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
+    """All documents of a YAML stream as kubectl sends them (`sailvl.api.reading`; empty documents dropped);
+    raises yaml.YAMLError."""
+    return read_documents(text)
 
 
 def parse_resource(doc: Any) -> Resource:

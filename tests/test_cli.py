@@ -68,7 +68,17 @@ def test_duplicates_and_cycles_among_the_files(tmp_path: Path, capsys: pytest.Ca
     assert main(["validate", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "TrainStage/a: metadata.name: TrainStage/a is defined more than once" in err
-    assert "spec: dependency cycle: TrainStage/a -> TrainStage/b -> TrainStage/a" in err
+    assert (
+        "spec.model.init.stage: refers to TrainStage/b, which waits for this one: "
+        "TrainStage/a -> TrainStage/b -> TrainStage/a" in err
+    )
+
+
+def test_a_resource_that_refers_to_itself_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    itself = mutated(CURATION, {"spec.input": {"curationRun": CURATION["metadata"]["name"]}})
+    _write(tmp_path / "x.yaml", itself)
+    assert main(["validate", str(tmp_path)]) == 1
+    assert "spec.input.curationRun: refers to this CurationRun itself" in capsys.readouterr().err
 
 
 def test_reference_to_a_resource_not_at_hand_is_fine(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def no_repeats(values: list[str]) -> list[str]:
 def _check_name(value: str, limit: int, pattern: re.Pattern[str], what: str) -> str:
     if len(value) > limit:
         raise ValueError(f"{what} must be at most {limit} characters; found {len(value)} in {value!r}")
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):  # as RE2 matches: "$" leaves no room for a trailing newline
         raise ValueError(
             f"{what} must consist of lower-case letters, digits and '-', start with a letter and end "
             f"with a letter or digit (DNS-1035); found {value!r}"
@@ -128,7 +128,7 @@ def _serving_name(value: str) -> str:
 
 
 def _label_name(value: str) -> str:
-    if len(value) > 63 or not _DNS1123_LABEL.match(value):
+    if len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
         raise ValueError(
             f"must be a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters); found {value!r}"
         )
@@ -170,7 +170,7 @@ def _quantity(value: object) -> int | str:
             f"a Kubernetes quantity (an integer or a string such as '500m', '64Gi') was expected; "
             f"found {type(value).__name__} {value!r}"
         )
-    if isinstance(value, str) and not _QUANTITY.match(value):
+    if isinstance(value, str) and not _QUANTITY.fullmatch(value):
         raise ValueError(f"a Kubernetes quantity such as '8', '500m' or '64Gi' was expected; found {value!r}")
     if isinstance(value, int) and value < 0:
         raise ValueError(f"a quantity must not be negative; found {value}")

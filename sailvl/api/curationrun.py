@@ -285,11 +285,11 @@ class CurationRun(Resource):
     status: CurationRunStatus | None = None
     """The observed state, written by the operator or the local runner."""
 
-    def references(self) -> list[tuple[str, str]]:
-        refs: list[tuple[str, str]] = []
+    def reference_fields(self) -> list[tuple[str, str, str]]:
+        refs: list[tuple[str, str, str]] = []
         if self.spec.input.curation_run is not None:
-            refs.append(("CurationRun", self.spec.input.curation_run))
-        for serving in self.spec.models:
+            refs.append(("spec.input.curationRun", "CurationRun", self.spec.input.curation_run))
+        for i, serving in enumerate(self.spec.models):
             if serving.model.stage is not None:
-                refs.append(("TrainStage", serving.model.stage))
+                refs.append((f"spec.models[{i}].model.stage", "TrainStage", serving.model.stage))
         return refs

@@ -196,12 +196,12 @@ class EvalSuite(Resource):
     status: EvalSuiteStatus | None = None
     """The observed state, written by the operator or the local runner."""
 
-    def references(self) -> list[tuple[str, str]]:
-        refs: list[tuple[str, str]] = []
+    def reference_fields(self) -> list[tuple[str, str, str]]:
+        refs: list[tuple[str, str, str]] = []
         if self.spec.model.stage is not None:
-            refs.append(("TrainStage", self.spec.model.stage))
+            refs.append(("spec.model.stage", "TrainStage", self.spec.model.stage))
         if self.spec.judge is not None and self.spec.judge.model.stage is not None:
-            refs.append(("TrainStage", self.spec.judge.model.stage))
+            refs.append(("spec.judge.model.stage", "TrainStage", self.spec.judge.model.stage))
         return refs
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from sailvl.api.admission import as_created, prune_nulls
 from sailvl.api.base import API_VERSION, FieldError
 from sailvl.api.curationrun import CurationRun
 from sailvl.api.evalsuite import EvalSuite
@@ -64,16 +65,31 @@ def parse_resource(doc: Any) -> Resource:
     if api_version != API_VERSION:
         found = "nothing" if api_version is None else repr(api_version)
         issues.append(Issue("apiVersion", f"expected {API_VERSION!r}; found {found}"))
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         found = "nothing" if kind is None else repr(kind)
         issues.append(Issue("kind", f"expected one of {', '.join(KINDS)}; found {found}"))
-    if issues:
+    if issues or not isinstance(kind, str):
         raise ManifestError(issues)
-    cls = KINDS[str(kind)]
+    cls = KINDS[kind]
+    doc = prune_nulls(doc, cls)
     try:
-        return cls.model_validate(doc)
+        # Wire names only: the API server knows `globalSize`, never `global_size`.
+        return cls.model_validate(doc, by_alias=True, by_name=False)
     except ValidationError as exc:
-        raise ManifestError(issues_from(exc, cls)) from None
+        raise ManifestError(_wrong_kind(doc, kind) + issues_from(exc, cls)) from None
+
+
+def _wrong_kind(doc: dict[str, Any], kind: str) -> list[Issue]:
+    """An issue at `kind` when the document is a valid resource of another kind (a body under the wrong kind)."""
+    for other, cls in KINDS.items():
+        if other == kind:
+            continue
+        try:
+            cls.model_validate(prune_nulls({**doc, "kind": other}, cls), by_alias=True, by_name=False)
+        except ValidationError:
+            continue
+        return [Issue("kind", f"is {kind!r}, but the document is a valid {other}: did you mean kind: {other}?")]
+    return []
 
 
 def issues_from(exc: ValidationError, root: type[BaseModel]) -> list[Issue]:
@@ -177,6 +193,7 @@ class Document:
     raw: Any
     resource: Resource | None = None
     issues: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -212,8 +229,9 @@ def load_documents(paths: Iterable[str | Path]) -> list[Document]:
         except yaml.YAMLError as exc:
             documents.append(Document(source, 0, None, issues=[Issue("", f"not valid YAML: {exc}")]))
             continue
-        for index, raw in enumerate(_expand_lists(raws)):
-            doc = Document(source, index, raw)
+        for index, submitted in enumerate(_expand_lists(raws)):
+            raw, dropped = as_created(submitted)
+            doc = Document(source, index, raw, warnings=[Issue("status", w) for w in dropped])
             try:
                 doc.resource = parse_resource(raw)
             except ManifestError as exc:

@@ -14,7 +14,8 @@ kubectl binary):
 - mapping keys become strings (`1`, `yes` become "1", "true"); a null or non-scalar key is refused.
 
 Limits that keep a hostile or broken file from hanging or crashing the reader, each a clear `ReadError` naming the
-place: nesting deeper than `MAX_DEPTH` levels, and aliases that would expand a document beyond `MAX_NODES` values.
+place: nesting deeper than `MAX_DEPTH` levels, and go-yaml's own rule against alias bombs (more than 99% of a document's
+values coming from aliases, less for a big one: kubectl refuses the same files).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from yaml.composer import Composer
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_DEPTH = 100  # a Kubernetes object nests a few dozen levels at most; kubectl's own reader stops near this
-MAX_NODES = 1_000_000  # values a document may expand to through aliases (a "billion laughs" stops here)
 INT64 = (-(2**63), 2**63 - 1)
 _NULL = frozenset({"", "~", "null", "Null", "NULL"})
 _TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"})
@@ -83,7 +83,7 @@ def read_documents(text: str) -> list[Any]:
         while loader.check_node():
             node = loader.get_node()
             if node is not None:
-                _check_expansion(node)
+                _check_aliasing(node)
                 value = _value(node, "")
                 if value is not None:
                     documents.append(value)
@@ -105,23 +105,102 @@ def _check_depth(text: str) -> None:
             depth -= 1
 
 
-def _check_expansion(root: Node) -> None:
-    """How many values the document is once its aliases are expanded (each shared node counted every time)."""
-    sizes: dict[int, int] = {}
+def _check_aliasing(root: Node) -> None:
+    """go-yaml's guard against alias bombs, counted as it counts: every node it decodes (keys too, `<<` keys not)
+    is one decode, and one inside an alias's expansion is also an alias decode; more than 100 alias decodes
+    among more than 1000, at a ratio above `_allowed_alias_ratio`, is "excessive aliasing". The ratio only
+    rises through an expansion, so checking before and after each is checking at every node."""
+    definitions = _definitions(root)
+    sizes = _expansion_sizes(root, definitions)
+
+    decodes, aliased = 1, 0  # the document node
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
-        node, children_done = stack.pop()
+        node, via_alias = stack.pop()
+        decodes += 1
+        if via_alias:
+            expansion = sizes[id(node)]
+            decodes, aliased = decodes + expansion, aliased + expansion
+        if aliased > 100 and decodes > 1000 and aliased / decodes > _allowed_alias_ratio(decodes):
+            raise ReadError("", "the document contains excessive aliasing (kubectl refuses it too)")
+        if not via_alias:
+            stack.extend((child, definitions[id(child)] != (id(node), i)) for i, child in reversed(_references(node)))
+
+
+def _expansion_sizes(root: Node, definitions: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """How many decodes expanding each node costs (its own, and each alias's one besides its target's); refuses an
+    anchor that contains itself, as go-yaml does, and aliases that nest values deeper than MAX_DEPTH."""
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[Node] = [root]
+    while stack:
+        node = stack[-1]
         if id(node) in sizes:
+            stack.pop()
             continue
-        children = _children(node)
-        if not children_done and children:
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if id(c) not in sizes)
+        pending = [child for _, child in _references(node) if id(child) not in sizes]
+        if id(node) not in open_:
+            open_.add(id(node))
+            for child in pending:
+                if id(child) in open_:
+                    line = child.start_mark.line + 1 if child.start_mark else "?"
+                    raise ReadError("", f"an anchor's value contains an alias of itself (at line {line})")
+            stack.extend(pending)
             continue
-        size = 1 + sum(sizes.get(id(c), 1) for c in children)
-        if size > MAX_NODES:
-            raise ReadError("", f"aliases expand the document to more than {MAX_NODES:,} values")
-        sizes[id(node)] = size
+        sizes[id(node)] = 1 + sum(
+            sizes[id(child)] + (definitions[id(child)] != (id(node), i)) for i, child in _references(node)
+        )
+        depths[id(node)] = (
+            0
+            if isinstance(node, ScalarNode)
+            else 1 + max((depths[id(child)] for _, child in _references(node)), default=0)
+        )
+        if depths[id(node)] > MAX_DEPTH:  # aliases of aliases can nest deeper than the text does
+            line = node.start_mark.line + 1 if node.start_mark else "?"
+            raise ReadError("", f"aliases nest the document deeper than {MAX_DEPTH} levels (at line {line})")
+        open_.discard(id(node))
+        stack.pop()
+    return sizes
+
+
+def _allowed_alias_ratio(decodes: int) -> float:
+    low, high = 400_000, 4_000_000
+    if decodes <= low:
+        return 0.99
+    if decodes >= high:
+        return 0.10
+    return 0.99 - 0.89 * (decodes - low) / (high - low)
+
+
+def _definitions(root: Node) -> dict[int, tuple[int, int]]:
+    """Each node's first place in document order (parent id, reference index): its anchor; any other place
+    that holds it is an alias."""
+    first: dict[int, tuple[int, int]] = {id(root): (0, 0)}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        fresh = [(i, child) for i, child in _references(node) if id(child) not in first]
+        for i, child in fresh:
+            first.setdefault(id(child), (id(node), i))
+        stack.extend(child for _, child in reversed(fresh))
+    return first
+
+
+def _references(node: Node) -> list[tuple[int, Node]]:
+    """The nodes go-yaml decodes below `node`, in order, numbered: a `<<` key is not decoded, and a merged list's
+    items are decoded but not the list."""
+    if isinstance(node, SequenceNode):
+        return list(enumerate(node.value))
+    if not isinstance(node, MappingNode):
+        return []
+    out: list[tuple[int, Node]] = []
+    for key, value in node.value:
+        if isinstance(key, ScalarNode) and getattr(key, "plain", False) and key.value == "<<":
+            out += [(len(out), v) for v in value.value] if isinstance(value, SequenceNode) else [(len(out), value)]
+        else:
+            out += [(len(out), key), (len(out) + 1, value)]
+    return out
 
 
 def _children(node: Node) -> list[Node]:
@@ -212,7 +291,12 @@ def _plain(text: str, path: str) -> Any:
         raise ReadError(path, f"{text} is not a JSON number (kubectl refuses it too)")
     if _INT.match(text):
         value = int(text.replace("_", ""), 0) if not _legacy_octal(text) else int(text.replace("_", ""), 8)
-        return value if INT64[0] <= value <= INT64[1] else float(value)
+        if INT64[0] <= value <= INT64[1]:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            return text  # beyond float64 too: Go parses it as neither, so it stays text
     if _FLOAT.match(text.replace("_", "")):
         number = float(text.replace("_", ""))
         if math.isinf(number):

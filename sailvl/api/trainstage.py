@@ -418,11 +418,11 @@ class TrainStage(Resource):
     status: TrainStageStatus | None = None
     """The observed state, written by the operator or the local runner."""
 
-    def references(self) -> list[tuple[str, str]]:
-        refs: list[tuple[str, str]] = []
+    def reference_fields(self) -> list[tuple[str, str, str]]:
+        refs: list[tuple[str, str, str]] = []
         if self.spec.model.init is not None and self.spec.model.init.stage is not None:
-            refs.append(("TrainStage", self.spec.model.init.stage))
-        for entry in self.spec.data.mixture:
+            refs.append(("spec.model.init.stage", "TrainStage", self.spec.model.init.stage))
+        for i, entry in enumerate(self.spec.data.mixture):
             if entry.source.curation_run is not None:
-                refs.append(("CurationRun", entry.source.curation_run))
+                refs.append((f"spec.data.mixture[{i}].source.curationRun", "CurationRun", entry.source.curation_run))
         return refs

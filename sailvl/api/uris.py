@@ -98,7 +98,7 @@ def check_uri(uri: str) -> str:
             parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query))
         except ValueError:
             raise ValueError(f"synthetic:// parameters must read key=value&key=value; found {query!r}") from None
-    if not _URI.match(uri):  # the CRD's pattern must accept whatever passed the checks above
+    if not _URI.fullmatch(uri):  # the CRD's pattern must accept whatever passed the checks above
         raise ValueError(f"malformed URI {uri!r}")
     return uri
 

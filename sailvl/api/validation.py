@@ -39,14 +39,26 @@ def validate_paths(paths: Iterable[str | Path]) -> ValidationResult:
             if doc.resource is not None and key_of(doc.resource) == key and doc is not by_key[key]:
                 doc.issues.append(Issue("metadata.name", f"{format_key(key)} is defined more than once"))
     for cycle in dependency_cycles(resources):
-        path = " -> ".join(format_key(k) for k in cycle)
-        by_key[cycle[0]].issues.append(Issue("spec", f"dependency cycle: {path}"))
+        first, following = cycle[0], cycle[1]
+        resource = by_key[first].resource
+        assert resource is not None
+        field = next(f for f, kind, name in resource.reference_fields() if (kind, name) == following[1:])
+        if first == following:
+            message = f"refers to this {first[1]} itself: it would wait for itself forever"
+        else:
+            message = f"refers to {format_key(following)}, which waits for this one: " + " -> ".join(
+                format_key(k) for k in cycle
+            )
+        by_key[first].issues.append(Issue(field, message))
     return ValidationResult(documents)
 
 
 def report(result: ValidationResult) -> str:
     """Human-readable lines: `file [doc N] Kind/name: field: message`, then a summary."""
     lines: list[str] = []
+    for doc in result.documents:
+        for warning in doc.warnings:
+            lines.append(f"{doc.source} [doc {doc.index}] {doc.label}: warning: {warning}")
     for doc in result.failed:
         for issue in doc.issues:
             lines.append(f"{doc.source} [doc {doc.index}] {doc.label}: {issue}")

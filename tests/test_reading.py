@@ -143,7 +143,7 @@ def test_aliasing_is_refused_exactly_when_kubectl_refuses_it(body: str, tmp_path
         assert read_documents(text)[0]["spec"] == _specs(done.stdout)[0]
     else:
         assert "aliasing" in done.stderr or "contains itself" in done.stderr, done.stderr
-        with pytest.raises(ReadError, match="excessive aliasing|contains an alias of itself"):
+        with pytest.raises(ReadError, match=r"excessive aliasing|contains an alias of itself"):
             read_documents(text)
 
 
